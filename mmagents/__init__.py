@@ -1,0 +1,71 @@
+"""mmagents: agentic multimodal reasoning with LangGraph.
+
+The public surface is small on purpose::
+
+    from mmagents import load_config, load_role, default_store, sample_path
+
+    config = load_config()                      # offline profile unless told otherwise
+    store = default_store(config)
+    handle = store.put(sample_path("cat"))      # images travel as handles
+    print(load_role("vlm", config).caption(store.get(handle)))
+
+Importing this package imports no torch, transformers, diffusers or llama_cpp; backends import
+their libraries on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mmagents._config import ROLES, Config, RoleConfig, available_profiles, load_config
+from mmagents.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigError,
+    ImageError,
+    MMAgentsError,
+    StructuredOutputError,
+)
+
+if TYPE_CHECKING:
+    from mmagents.images import ImageStore, default_store
+    from mmagents.models import load_role
+    from mmagents.samples import sample_path
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ROLES",
+    "BackendError",
+    "BackendUnavailableError",
+    "Config",
+    "ConfigError",
+    "ImageError",
+    "ImageStore",
+    "MMAgentsError",
+    "RoleConfig",
+    "StructuredOutputError",
+    "__version__",
+    "available_profiles",
+    "default_store",
+    "load_config",
+    "load_role",
+    "sample_path",
+]
+
+_LAZY = {
+    "ImageStore": "mmagents.images:ImageStore",
+    "default_store": "mmagents.images:default_store",
+    "load_role": "mmagents.models:load_role",
+    "sample_path": "mmagents.samples:sample_path",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from mmagents._registry import import_string
+
+        value = import_string(_LAZY[name])
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmagents' has no attribute {name!r}")

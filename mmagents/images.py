@@ -1,0 +1,243 @@
+"""ImageStore: images referenced by content-hash handles.
+
+Graphs, tools and LLMs pass images around as short handles (``img_3fa2c1d9e0b7a6f1``); the pixels
+live in the store (in memory and on disk, so a handle stays valid across processes: a chat thread
+resumed tomorrow still resolves its images). Every image entering the store is checked against the
+configured limits, EXIF-rotated upright and converted to RGB.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import threading
+import urllib.request
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmagents._config import ImageLimits
+from mmagents.errors import (
+    ImageError,
+    ImageTooLargeError,
+    RemoteImageRefusedError,
+    UnknownHandleError,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mmagents._config import Config
+
+__all__ = ["HANDLE_PATTERN", "ImageStore", "default_store", "is_handle"]
+
+HANDLE_PATTERN = re.compile(r"^img_[0-9a-f]{16}$")
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,(?P<data>.+)$", re.DOTALL)
+
+
+def is_handle(value: object) -> bool:
+    """True when ``value`` looks like an image handle."""
+    return isinstance(value, str) and bool(HANDLE_PATTERN.match(value))
+
+
+class ImageStore:
+    """Content-addressed image store with input limits.
+
+    Args:
+        root: Folder where normalised PNGs are kept; ``None`` keeps images in memory only.
+        limits: Pixel and byte limits, and whether remote URLs may be fetched.
+        memory_items: How many decoded images to keep in memory (LRU).
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        limits: ImageLimits | None = None,
+        *,
+        memory_items: int = 64,
+    ) -> None:
+        self.root = Path(root) if root is not None else None
+        self.limits = limits or ImageLimits()
+        self._memory: OrderedDict[str, Image.Image] = OrderedDict()
+        self._memory_items = memory_items
+        self._lock = threading.Lock()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def put(self, source: str | Path | bytes | Image.Image) -> str:
+        """Add an image and return its handle.
+
+        Args:
+            source: A file path, raw bytes, a ``data:image/...;base64,`` URL, an ``http(s)://`` URL
+                (only when ``allow_remote``), an existing handle, or a PIL image.
+
+        Raises:
+            ImageError: unreadable or corrupt image data.
+            ImageTooLargeError: the image exceeds ``max_pixels`` or ``max_bytes``.
+            RemoteImageRefusedError: a URL was given while remote images are disabled.
+        """
+        from PIL import Image
+
+        if isinstance(source, str) and is_handle(source):
+            self.get(source)  # validates that it exists
+            return source
+        image = source if isinstance(source, Image.Image) else self._decode(self._read_bytes(source))
+        image = self._normalise(image)
+        handle = self._handle_of(image)
+        with self._lock:
+            self._remember(handle, image)
+        if self.root is not None:
+            path = self.path(handle)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                image.save(tmp, format="PNG")
+                tmp.replace(path)  # atomic: a killed process never leaves a half-written image
+        return handle
+
+    def _read_bytes(self, source: str | Path | bytes) -> bytes:
+        if isinstance(source, bytes):
+            data = source
+        elif isinstance(source, str) and (match := _DATA_URL.match(source)):
+            try:
+                data = base64.b64decode(match["data"], validate=False)
+            except ValueError as exc:
+                raise ImageError(f"invalid base64 in data URL: {exc}") from None
+        elif isinstance(source, str) and source.startswith(("http://", "https://")):
+            data = self._fetch(source)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise ImageError(f"image file not found: {path}")
+            if path.stat().st_size > self.limits.max_bytes:
+                raise ImageTooLargeError(
+                    f"{path} is {path.stat().st_size} bytes; limit is {self.limits.max_bytes}"
+                )
+            data = path.read_bytes()
+        if len(data) > self.limits.max_bytes:
+            raise ImageTooLargeError(f"image is {len(data)} bytes; limit is {self.limits.max_bytes}")
+        return data
+
+    def _fetch(self, url: str) -> bytes:
+        if not self.limits.allow_remote:
+            raise RemoteImageRefusedError(
+                f"remote images are disabled; set [images] allow_remote = true to fetch {url}"
+            )
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (opt-in)
+            data: bytes = response.read(self.limits.max_bytes + 1)
+        return data
+
+    def _decode(self, data: bytes) -> Image.Image:
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                probe = Image.open(io.BytesIO(data))
+                width, height = probe.size  # header only: nothing decoded yet
+                if width * height > self.limits.max_pixels:
+                    raise ImageTooLargeError(
+                        f"image is {width}x{height} = {width * height} pixels; "
+                        f"limit is {self.limits.max_pixels}"
+                    )
+                probe.load()
+        except ImageTooLargeError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLargeError(f"decompression bomb refused: {exc}") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(f"cannot decode image ({len(data)} bytes): {exc}") from None
+        return probe
+
+    def _normalise(self, image: Image.Image) -> Image.Image:
+        from PIL import Image, ImageOps
+
+        if image.width * image.height > self.limits.max_pixels:
+            raise ImageTooLargeError(
+                f"image is {image.width}x{image.height}; limit is {self.limits.max_pixels} pixels"
+            )
+        image = ImageOps.exif_transpose(image) or image
+        transparent = image.mode in ("RGBA", "LA") or (
+            image.mode == "P" and "transparency" in image.info
+        )
+        if transparent:
+            # Composite transparency on white rather than letting it turn black.
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        return image.convert("RGB")
+
+    @staticmethod
+    def _handle_of(image: Image.Image) -> str:
+        digest = hashlib.sha256()
+        digest.update(f"{image.mode}:{image.width}x{image.height}:".encode())
+        digest.update(image.tobytes())
+        return "img_" + digest.hexdigest()[:16]
+
+    def _remember(self, handle: str, image: Image.Image) -> None:
+        self._memory[handle] = image
+        self._memory.move_to_end(handle)
+        while len(self._memory) > self._memory_items:
+            self._memory.popitem(last=False)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def path(self, handle: str) -> Path:
+        """Disk path of a handle's PNG (only for stores with a ``root``)."""
+        if self.root is None:
+            raise ImageError("this ImageStore keeps images in memory only")
+        if not is_handle(handle):
+            raise UnknownHandleError(f"not an image handle: {handle!r}")
+        return self.root / handle[4:6] / f"{handle}.png"
+
+    def get(self, handle: str) -> Image.Image:
+        """Return the RGB image of ``handle``.
+
+        Raises:
+            UnknownHandleError: the handle is malformed or not in the store.
+        """
+        if not is_handle(handle):
+            raise UnknownHandleError(f"not an image handle: {handle!r}")
+        with self._lock:
+            if handle in self._memory:
+                self._memory.move_to_end(handle)
+                return self._memory[handle]
+        if self.root is not None and self.path(handle).exists():
+            from PIL import Image
+
+            with Image.open(self.path(handle)) as img:
+                image = img.convert("RGB")
+            with self._lock:
+                self._remember(handle, image)
+            return image
+        raise UnknownHandleError(f"unknown image handle {handle!r}")
+
+    def __contains__(self, handle: object) -> bool:
+        if not isinstance(handle, str) or not is_handle(handle):
+            return False
+        return handle in self._memory or (self.root is not None and self.path(handle).exists())
+
+    def resolve(self, ref: str | Path | bytes | Image.Image) -> Image.Image:
+        """Return the image behind a handle, or load ``ref`` into the store and return it."""
+        if isinstance(ref, str) and is_handle(ref):
+            return self.get(ref)
+        return self.get(self.put(ref))
+
+
+_STORES: dict[tuple[str, ImageLimits], ImageStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def default_store(config: Config | None = None) -> ImageStore:
+    """The process-wide store under ``<home>/cache/images`` for ``config`` (shared by all callers)."""
+    from mmagents._config import load_config
+
+    cfg = config or load_config()
+    key = (str(cfg.cache_dir / "images"), cfg.images)
+    with _STORES_LOCK:
+        if key not in _STORES:
+            _STORES[key] = ImageStore(cfg.cache_dir / "images", cfg.images)
+        return _STORES[key]

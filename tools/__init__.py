@@ -1,0 +1,52 @@
+"""LangChain tools over the roles (and, registered by their modules, over the pipeline graphs).
+
+>>> from mmagents.tools import build_tools
+>>> tools = build_tools()            # every registered tool, bound to the active config
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mmagents._registry import Registry
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
+    from mmagents._config import Config
+
+__all__ = ["TOOLS", "build_tool", "build_tools", "register_tool"]
+
+#: tool name → lazy factory ``(config) -> BaseTool`` (a tool class works: it takes ``config=``).
+TOOLS: Registry[Any] = Registry("tool")
+for _name, _target in {
+    "caption": "mmagents.tools.roles:CaptionTool",
+    "answer_question": "mmagents.tools.roles:AnswerQuestionTool",
+    "score_image_text": "mmagents.tools.roles:ScoreImageTextTool",
+    "read_text": "mmagents.tools.roles:ReadTextTool",
+    "crop_region": "mmagents.tools.roles:CropRegionTool",
+    "generate_image": "mmagents.tools.roles:GenerateImageTool",
+    "embed": "mmagents.tools.roles:EmbedTool",
+}.items():
+    TOOLS.register(_name, _target)
+
+#: The tools over the six roles (the chat agent adds the graph tools to these).
+ROLE_TOOLS = tuple(TOOLS.names())
+
+
+def register_tool(name: str, target: Any, *, replace: bool = False) -> None:
+    """Register a tool factory: an object or a lazy ``"module:Attr"`` taking ``config=``."""
+    TOOLS.register(name, target, replace=replace)
+
+
+def build_tool(name: str, config: Config | None = None) -> BaseTool:
+    """Build the tool ``name`` bound to ``config`` (backends still load lazily)."""
+    from mmagents._config import load_config
+
+    tool: BaseTool = TOOLS.get(name)(config=config or load_config())
+    return tool
+
+
+def build_tools(config: Config | None = None, names: list[str] | None = None) -> list[BaseTool]:
+    """Build the tools ``names`` (default: all registered) bound to ``config``."""
+    return [build_tool(name, config) for name in (names or TOOLS.names())]

@@ -1,0 +1,156 @@
+"""One LangChain tool per role capability, each taking image handles.
+
+``caption`` · ``answer_question`` · ``score_image_text`` · ``read_text`` · ``crop_region`` ·
+``generate_image`` · ``embed``. Each returns a JSON-serialisable dict; errors are typed exceptions
+(e.g. :class:`~mmagents.errors.UnknownHandleError`) that an agent's tool node turns into tool
+messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mmagents.errors import ImageError
+from mmagents.tools._base import MMTool, image_field
+
+__all__ = [
+    "AnswerQuestionTool",
+    "CaptionTool",
+    "CropRegionTool",
+    "EmbedTool",
+    "GenerateImageTool",
+    "ReadTextTool",
+    "ScoreImageTextTool",
+]
+
+
+class ImageInput(BaseModel):
+    image: str = image_field()
+
+
+class QuestionInput(BaseModel):
+    image: str = image_field()
+    question: str = Field(description="A question about the image.", min_length=1)
+
+
+class ScoreInput(BaseModel):
+    image: str = image_field()
+    texts: list[str] = Field(description="Candidate descriptions to rate.", min_length=1)
+
+
+class CropInput(BaseModel):
+    image: str = image_field()
+    box: list[float] = Field(
+        description="Region as [x1, y1, x2, y2] in pixels.", min_length=4, max_length=4
+    )
+
+
+class PromptInput(BaseModel):
+    prompt: str = Field(description="What the image should show.", min_length=1)
+    n: int = Field(default=1, ge=1, le=8, description="How many candidates.")
+
+
+class TextsInput(BaseModel):
+    texts: list[str] = Field(description="Texts to embed.", min_length=1)
+
+
+class CaptionTool(MMTool):
+    name: str = "caption"
+    description: str = "Describe an image in one sentence."
+    args_schema: type[BaseModel] = ImageInput
+    role_name: str = "vlm"
+
+    def _run(self, image: str, **_: Any) -> dict[str, Any]:
+        return {"caption": self.backend().caption(self.store.get(image))}
+
+
+class AnswerQuestionTool(MMTool):
+    name: str = "answer_question"
+    description: str = "Answer a short question about an image."
+    args_schema: type[BaseModel] = QuestionInput
+    role_name: str = "vlm"
+
+    def _run(self, image: str, question: str, **_: Any) -> dict[str, Any]:
+        return {"answer": self.backend().answer(self.store.get(image), question)}
+
+
+class ScoreImageTextTool(MMTool):
+    name: str = "score_image_text"
+    description: str = "Rate how well each text describes an image (higher is better)."
+    args_schema: type[BaseModel] = ScoreInput
+    role_name: str = "scorer"
+
+    def _run(self, image: str, texts: list[str], **_: Any) -> dict[str, Any]:
+        scores = self.backend().score([self.store.get(image)], texts)[0]
+        return {"scores": {text: round(float(s), 4) for text, s in zip(texts, scores, strict=True)}}
+
+
+class ReadTextTool(MMTool):
+    name: str = "read_text"
+    description: str = "Read the text written in an image (OCR), line by line."
+    args_schema: type[BaseModel] = ImageInput
+    role_name: str = "ocr"
+
+    def _run(self, image: str, **_: Any) -> dict[str, Any]:
+        lines = self.backend().read(self.store.get(image))
+        return {
+            "text": "\n".join(line.text for line in lines),
+            "lines": [
+                {"text": ln.text, "confidence": round(ln.confidence, 3), "box": ln.box} for ln in lines
+            ],
+        }
+
+
+class CropRegionTool(MMTool):
+    name: str = "crop_region"
+    description: str = "Crop a region of an image; returns the handle of the cropped image."
+    args_schema: type[BaseModel] = CropInput
+    role_name: str = ""
+
+    def _run(self, image: str, box: list[float], **_: Any) -> dict[str, Any]:
+        picture = self.store.get(image)
+        x1, y1, x2, y2 = (round(v) for v in box)
+        x1, y1 = max(0, x1), max(0, y1)
+        x2, y2 = min(picture.width, x2), min(picture.height, y2)
+        if x2 <= x1 or y2 <= y1:
+            raise ImageError(
+                f"empty crop box {box} for a {picture.width}x{picture.height} image"
+            )
+        handle = self.store.put(picture.crop((x1, y1, x2, y2)))
+        return {"image": handle, "box": [x1, y1, x2, y2], "size": [x2 - x1, y2 - y1]}
+
+
+class GenerateImageTool(MMTool):
+    name: str = "generate_image"
+    description: str = (
+        "Make images for a prompt with the imagegen role. Each result says whether it was "
+        "generated or retrieved (the offline gallery backend retrieves existing photos)."
+    )
+    args_schema: type[BaseModel] = PromptInput
+    role_name: str = "imagegen"
+
+    def _run(self, prompt: str, n: int = 1, **_: Any) -> dict[str, Any]:
+        results = self.backend().generate(prompt, n)
+        return {
+            "images": [
+                {
+                    "image": self.store.put(r.image),
+                    "provenance": r.provenance,
+                    "source": r.source,
+                }
+                for r in results
+            ]
+        }
+
+
+class EmbedTool(MMTool):
+    name: str = "embed"
+    description: str = "Embed texts as vectors (L2-normalised sentence embeddings)."
+    args_schema: type[BaseModel] = TextsInput
+    role_name: str = "embed"
+
+    def _run(self, texts: list[str], **_: Any) -> dict[str, Any]:
+        vectors = self.backend().embed(texts)
+        return {"dimensions": int(vectors.shape[1]), "embeddings": vectors.round(5).tolist()}
