@@ -46,6 +46,17 @@ _BUILTIN = {
         "minilm": "mmagents.models.embed_minilm:MiniLMEmbedder",
     },
 }
+# Deterministic stand-ins for tests and dry runs; only used when a config names "fake".
+_FAKES = {
+    "llm": "mmagents.models.fake:ScriptedChat",
+    "vlm": "mmagents.models.fake:FakeVLM",
+    "scorer": "mmagents.models.fake:FakeScorer",
+    "ocr": "mmagents.models.fake:FakeOCR",
+    "imagegen": "mmagents.models.fake:FakeImageGen",
+    "embed": "mmagents.models.fake:FakeEmbedder",
+}
+for _role, _target in _FAKES.items():
+    _BUILTIN[_role]["fake"] = _target
 for _role, _entries in _BUILTIN.items():
     for _name, _target in _entries.items():
         BACKENDS[_role].register(_name, _target)
