@@ -15,12 +15,21 @@ __all__ = ["RUNNERS", "register"]
 
 #: name → (one-line help, lazy "module:register").
 RUNNERS: dict[str, tuple[str, str]] = {
-    "idealgpt": ("IdealGPT: sub-question loop for visual QA", "mmagents.graphs.idealgpt:register_cli"),
-    "meme": ("harmful-meme rationale / student classification", "mmagents.graphs.meme:register_cli"),
+    "idealgpt": (
+        "IdealGPT: sub-question loop for visual QA",
+        "mmagents.graphs.idealgpt:register_cli",
+    ),
+    "meme": (
+        "harmful-meme rationale / student classification",
+        "mmagents.graphs.meme:register_cli",
+    ),
     "describe": ("classification by description", "mmagents.graphs.describe:register_cli"),
     "recode": ("RECODE relation ranking with visual cues", "mmagents.graphs.recode:register_cli"),
     "comm": ("CoMM interleaved image-text generation", "mmagents.graphs.comm:register_cli"),
-    "comm-filter": ("CoMM interleaved document scoring and filtering", "mmagents.graphs.comm_filter:register_cli"),
+    "comm-filter": (
+        "CoMM interleaved document scoring and filtering",
+        "mmagents.graphs.comm_filter:register_cli",
+    ),
 }
 
 

@@ -89,7 +89,9 @@ class Config:
 def available_profiles() -> list[str]:
     """Names of the built-in profiles."""
     folder = resources.files("mmagents") / "profiles"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def _read_profile(name: str) -> dict[str, Any]:
@@ -181,7 +183,11 @@ def load_config(
         ConfigError: on an unknown profile or role, a missing backend, or an unreadable file.
     """
     env = os.environ if environ is None else environ
-    file_path = Path(path) if path else (Path(env["MMAGENTS_CONFIG"]) if env.get("MMAGENTS_CONFIG") else None)
+    file_path = (
+        Path(path)
+        if path
+        else (Path(env["MMAGENTS_CONFIG"]) if env.get("MMAGENTS_CONFIG") else None)
+    )
     user = _read_file(file_path) if file_path else {}
     name = profile or env.get("MMAGENTS_PROFILE") or user.get("profile") or "offline"
     merged = _apply([_read_profile(str(name)), user, _env_layer(env)])

@@ -26,14 +26,32 @@ Register = Callable[[argparse.ArgumentParser, Sequence[str]], None]
 #: arguments and sets ``func``, a callable taking the parsed namespace and returning an exit code.
 #: ``argv`` (the full argument list) lets a command register only the sub-command being run.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("list the model backends and check the active profile", "mmagents._commands:register_models"),
+    "models": (
+        "list the model backends and check the active profile",
+        "mmagents._commands:register_models",
+    ),
     "tools": ("list tools or run one on an image", "mmagents._commands:register_tools"),
-    "demo": ("run the main job on a bundled photo (offline by default)", "mmagents._commands:register_demo"),
+    "demo": (
+        "run the main job on a bundled photo (offline by default)",
+        "mmagents._commands:register_demo",
+    ),
     "run": ("run a pipeline graph", "mmagents.graphs._cli:register"),
-    "eval": ("evaluation harness: run, list, validate, report, merge", "mmagents.eval._cli:register"),
-    "finetune": ("train students (distillation) and register them", "mmagents.finetune._cli:register"),
-    "chat": ("interactive multimodal chat agent in the terminal", "mmagents.serve._cli:register_chat"),
-    "serve": ("OpenAI-compatible HTTP endpoint for the chat agent", "mmagents.serve._cli:register_serve"),
+    "eval": (
+        "evaluation harness: run, list, validate, report, merge",
+        "mmagents.eval._cli:register",
+    ),
+    "finetune": (
+        "train students (distillation) and register them",
+        "mmagents.finetune._cli:register",
+    ),
+    "chat": (
+        "interactive multimodal chat agent in the terminal",
+        "mmagents.serve._cli:register_chat",
+    ),
+    "serve": (
+        "OpenAI-compatible HTTP endpoint for the chat agent",
+        "mmagents.serve._cli:register_serve",
+    ),
     "mcp": ("MCP server (stdio) exposing the role tools", "mmagents.serve._cli:register_mcp"),
 }
 
@@ -43,7 +61,9 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmagents", description="Agentic multimodal reasoning with LangGraph."
     )
-    parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $MMAGENTS_CONFIG)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="TOML config file (default: $MMAGENTS_CONFIG)"
+    )
     parser.add_argument("--profile", help="built-in profile: offline (default), openai, hf")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

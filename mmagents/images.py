@@ -84,7 +84,9 @@ class ImageStore:
         if isinstance(source, str) and is_handle(source):
             self.get(source)  # validates that it exists
             return source
-        image = source if isinstance(source, Image.Image) else self._decode(self._read_bytes(source))
+        image = (
+            source if isinstance(source, Image.Image) else self._decode(self._read_bytes(source))
+        )
         image = self._normalise(image)
         handle = self._handle_of(image)
         with self._lock:
@@ -118,7 +120,9 @@ class ImageStore:
                 )
             data = path.read_bytes()
         if len(data) > self.limits.max_bytes:
-            raise ImageTooLargeError(f"image is {len(data)} bytes; limit is {self.limits.max_bytes}")
+            raise ImageTooLargeError(
+                f"image is {len(data)} bytes; limit is {self.limits.max_bytes}"
+            )
         return data
 
     def _fetch(self, url: str) -> bytes:
@@ -126,7 +130,7 @@ class ImageStore:
             raise RemoteImageRefusedError(
                 f"remote images are disabled; set [images] allow_remote = true to fetch {url}"
             )
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (opt-in)
+        with urllib.request.urlopen(url, timeout=30) as response:
             data: bytes = response.read(self.limits.max_bytes + 1)
         return data
 

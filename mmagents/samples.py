@@ -46,7 +46,9 @@ def sample_path(name: str, config: Config | None = None) -> Path:
     try:
         from skimage import data
     except ImportError as exc:
-        raise BackendUnavailableError("sample photos need scikit-image: pip install scikit-image") from exc
+        raise BackendUnavailableError(
+            "sample photos need scikit-image: pip install scikit-image"
+        ) from exc
     from PIL import Image
 
     pixels = getattr(data, SAMPLES[name][0])()

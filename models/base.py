@@ -15,11 +15,11 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "OCR",
     "VLM",
     "Embedder",
     "GeneratedImage",
     "ImageGenerator",
-    "OCR",
     "OcrLine",
     "Scorer",
 ]

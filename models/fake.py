@@ -18,10 +18,9 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from mmagents.models.base import GeneratedImage, OcrLine
 from PIL import Image
 from pydantic import ConfigDict, PrivateAttr
-
-from mmagents.models.base import GeneratedImage, OcrLine
 
 __all__ = [
     "FakeEmbedder",

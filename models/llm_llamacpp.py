@@ -192,7 +192,10 @@ class LlamaCppChat(BaseChatModel):
         usage = result.get("usage", {})
         message = AIMessage(
             content=choice["message"].get("content") or "",
-            response_metadata={"finish_reason": choice.get("finish_reason"), "model": self._llm_type},
+            response_metadata={
+                "finish_reason": choice.get("finish_reason"),
+                "model": self._llm_type,
+            },
             usage_metadata={
                 "input_tokens": usage.get("prompt_tokens", 0),
                 "output_tokens": usage.get("completion_tokens", 0),

@@ -76,7 +76,9 @@ def load_prompt(role: str) -> PromptSpec:
         raise ConfigError(f"no prompt file for role {role!r} (expected prompts/{role}.yaml)")
     data = yaml.safe_load(resource.read_text(encoding="utf-8"))
     try:
-        return PromptSpec(role=data["role"], version=int(data["version"]), variants=data["variants"])
+        return PromptSpec(
+            role=data["role"], version=int(data["version"]), variants=data["variants"]
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"malformed prompt file prompts/{role}.yaml: {exc}") from None
 

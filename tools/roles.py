@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from mmagents.tools._base import MMTool, image_field
 from pydantic import BaseModel, Field
 
 from mmagents.errors import ImageError
-from mmagents.tools._base import MMTool, image_field
 
 __all__ = [
     "AnswerQuestionTool",
@@ -98,7 +98,8 @@ class ReadTextTool(MMTool):
         return {
             "text": "\n".join(line.text for line in lines),
             "lines": [
-                {"text": ln.text, "confidence": round(ln.confidence, 3), "box": ln.box} for ln in lines
+                {"text": ln.text, "confidence": round(ln.confidence, 3), "box": ln.box}
+                for ln in lines
             ],
         }
 
@@ -115,9 +116,7 @@ class CropRegionTool(MMTool):
         x1, y1 = max(0, x1), max(0, y1)
         x2, y2 = min(picture.width, x2), min(picture.height, y2)
         if x2 <= x1 or y2 <= y1:
-            raise ImageError(
-                f"empty crop box {box} for a {picture.width}x{picture.height} image"
-            )
+            raise ImageError(f"empty crop box {box} for a {picture.width}x{picture.height} image")
         handle = self.store.put(picture.crop((x1, y1, x2, y2)))
         return {"image": handle, "box": [x1, y1, x2, y2], "size": [x2 - x1, y2 - y1]}
 
