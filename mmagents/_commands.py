@@ -206,7 +206,15 @@ def register_tools(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None
     )
     run.add_argument("name", help="tool name (see `mmagents tools list`)")
     run.add_argument("--image", metavar="PATH", help="image file; passed to the tool as a handle")
-    run.add_argument("inputs", nargs="*", metavar="KEY=VALUE", help="inputs; values parsed as JSON")
+    run.add_argument(
+        "-a",
+        "--arg",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a tool input (repeatable); the value is parsed as JSON when it is JSON",
+    )
     run.set_defaults(func=_tools_run)
 
 
