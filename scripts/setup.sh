@@ -74,5 +74,10 @@ if [ ! -f "$venv/.mmagents-base" ] || [ "$(cat "$venv/.mmagents-base")" != "$bas
   echo "$base" > "$venv/.mmagents-base"
 fi
 "$venv/bin/python" -m pip --disable-pip-version-check -q install --no-deps --no-build-isolation -e "$root"
-for tool in ruff mypy pytest; do ln -sf "$base/bin/$tool" "$venv/bin/$tool"; done
+# The dev tools live in the base environment; these wrappers run them with this venv's python.
+for tool in ruff mypy pytest; do
+  rm -f "$venv/bin/$tool"
+  printf '#!/bin/sh\nexec "%s" -m %s "$@"\n' "$venv/bin/python" "$tool" > "$venv/bin/$tool"
+  chmod +x "$venv/bin/$tool"
+done
 log "ready: $venv (activate with: source .venv/bin/activate)"
