@@ -8,10 +8,11 @@ messages.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import numpy as np
 from mmagents.tools._base import MMTool, image_field
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from mmagents.errors import ImageError
 
@@ -26,34 +27,46 @@ __all__ = [
 ]
 
 
-class ImageInput(BaseModel):
+#: A non-empty text item (an empty string is a caller mistake, not something to score or embed).
+Text = Annotated[str, Field(min_length=1)]
+
+
+class _Input(BaseModel):
+    # Unknown keys are rejected rather than silently ignored: a misspelt argument is an error the
+    # calling agent should see.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageInput(_Input):
     image: str = image_field()
 
 
-class QuestionInput(BaseModel):
+class QuestionInput(_Input):
     image: str = image_field()
     question: str = Field(description="A question about the image.", min_length=1)
 
 
-class ScoreInput(BaseModel):
+class ScoreInput(_Input):
     image: str = image_field()
-    texts: list[str] = Field(description="Candidate descriptions to rate.", min_length=1)
+    texts: list[Text] = Field(
+        description="Candidate descriptions to rate.", min_length=1, max_length=256
+    )
 
 
-class CropInput(BaseModel):
+class CropInput(_Input):
     image: str = image_field()
-    box: list[float] = Field(
+    box: list[FiniteFloat] = Field(
         description="Region as [x1, y1, x2, y2] in pixels.", min_length=4, max_length=4
     )
 
 
-class PromptInput(BaseModel):
+class PromptInput(_Input):
     prompt: str = Field(description="What the image should show.", min_length=1)
     n: int = Field(default=1, ge=1, le=8, description="How many candidates.")
 
 
-class TextsInput(BaseModel):
-    texts: list[str] = Field(description="Texts to embed.", min_length=1)
+class TextsInput(_Input):
+    texts: list[Text] = Field(description="Texts to embed.", min_length=1, max_length=256)
 
 
 class CaptionTool(MMTool):
@@ -84,7 +97,12 @@ class ScoreImageTextTool(MMTool):
 
     def _run(self, image: str, texts: list[str], **_: Any) -> dict[str, Any]:
         scores = self.backend().score([self.store.get(image)], texts)[0]
-        return {"scores": {text: round(float(s), 4) for text, s in zip(texts, scores, strict=True)}}
+        # A list, not a dict keyed by text: repeated texts keep one score each, in input order.
+        rated: list[dict[str, Any]] = [
+            {"text": text, "score": round(float(s), 4)}
+            for text, s in zip(texts, scores, strict=True)
+        ]
+        return {"scores": rated, "best": max(rated, key=lambda r: r["score"])["text"]}
 
 
 class ReadTextTool(MMTool):
@@ -98,7 +116,11 @@ class ReadTextTool(MMTool):
         return {
             "text": "\n".join(line.text for line in lines),
             "lines": [
-                {"text": ln.text, "confidence": round(ln.confidence, 3), "box": ln.box}
+                {
+                    "text": ln.text,
+                    "confidence": round(float(ln.confidence), 3),
+                    "box": [[float(x), float(y)] for x, y in ln.box],
+                }
                 for ln in lines
             ],
         }
@@ -152,4 +174,6 @@ class EmbedTool(MMTool):
 
     def _run(self, texts: list[str], **_: Any) -> dict[str, Any]:
         vectors = self.backend().embed(texts)
-        return {"dimensions": int(vectors.shape[1]), "embeddings": vectors.round(5).tolist()}
+        # float64 before rounding, so the JSON shows 0.14113 rather than 0.1411300003528595.
+        rounded = np.round(np.asarray(vectors, dtype=np.float64), 5)
+        return {"dimensions": int(rounded.shape[1]), "embeddings": rounded.tolist()}
