@@ -11,11 +11,15 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "ConfigError",
+    "DatasetError",
+    "EndpointError",
     "ImageError",
     "ImageTooLargeError",
     "MMAgentsError",
+    "RationaleLeakError",
     "RemoteImageRefusedError",
     "StructuredOutputError",
+    "TaskError",
     "UnknownHandleError",
 ]
 
@@ -28,12 +32,46 @@ class ConfigError(MMAgentsError):
     """The configuration file, a profile or an environment override is invalid."""
 
 
+class TaskError(ConfigError):
+    """An evaluation task file is invalid (bad YAML, unknown metric, include cycle, ...)."""
+
+
+class DatasetError(MMAgentsError):
+    """A dataset file or one of its records is invalid.
+
+    Attributes:
+        path: The file (or folder) that was being read.
+        line: The 1-based line of the bad record, when there is one.
+    """
+
+    def __init__(self, path: object, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+
 class BackendError(MMAgentsError):
     """A model backend failed while loading or running."""
 
 
 class BackendUnavailableError(BackendError):
     """A backend cannot be used here: its optional package or its weights are missing."""
+
+
+class EndpointError(BackendError):
+    """A remote model endpoint (an OpenAI-compatible server) failed: unreachable, timed out, or
+    answered with an HTTP error.
+
+    Attributes:
+        url: The endpoint's base URL.
+        status_code: The HTTP status, when the server answered at all.
+    """
+
+    def __init__(self, url: str, detail: str, status_code: int | None = None) -> None:
+        self.url = url
+        self.status_code = status_code
+        super().__init__(f"endpoint {url}: {detail}")
 
 
 class ImageError(MMAgentsError):
@@ -70,4 +108,21 @@ class StructuredOutputError(MMAgentsError):
         super().__init__(
             f"model output did not validate as {schema_name} after {attempts} attempt(s): "
             f"{detail}; last output: {raw[:200]!r}"
+        )
+
+
+class RationaleLeakError(MMAgentsError):
+    """A teacher rationale states the gold label in every sentence, even after a rewrite.
+
+    Attributes:
+        rationale: The last rationale the model wrote.
+        terms: The label terms found in it.
+    """
+
+    def __init__(self, rationale: str, terms: list[str]) -> None:
+        self.rationale = rationale
+        self.terms = terms
+        super().__init__(
+            f"rationale states the label in every sentence ({', '.join(dict.fromkeys(terms))}): "
+            f"{rationale[:200]!r}"
         )

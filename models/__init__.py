@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from mmagents._config import ROLES, Config, RoleConfig, load_config
 from mmagents._registry import Registry
 from mmagents.errors import ConfigError
 
-__all__ = ["BACKENDS", "load_backend", "load_role", "register_backend"]
+__all__ = ["BACKENDS", "BACKEND_WRAPPERS", "load_backend", "load_role", "register_backend"]
 
 #: role → backend name → lazy "module:factory". A factory takes the role's options as keywords.
 BACKENDS: dict[str, Registry[Any]] = {role: Registry(f"{role} backend") for role in ROLES}
@@ -64,6 +65,11 @@ for _role, _entries in _BUILTIN.items():
 _LOADED: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
+#: Hooks ``wrap(role, spec, backend) -> backend`` applied in order to what :func:`load_backend`
+#: returns; the loaded instance itself stays cached unwrapped. The eval harness adds its model-call
+#: cache here for the duration of a run, so graph code needs no cache logic of its own.
+BACKEND_WRAPPERS: list[Callable[[str, RoleConfig, Any], Any]] = []
+
 
 def register_backend(role: str, name: str, target: Any, *, replace: bool = False) -> None:
     """Register a backend factory (object or lazy ``"module:Attr"``) for ``role``."""
@@ -89,7 +95,10 @@ def load_backend(role: str, spec: RoleConfig) -> Any:
                 raise ConfigError(
                     f"bad options for {role} backend {spec.backend!r}: {exc}"
                 ) from None
-        return _LOADED[key]
+        backend = _LOADED[key]
+    for wrap in tuple(BACKEND_WRAPPERS):
+        backend = wrap(role, spec, backend)
+    return backend
 
 
 def load_role(role: str, config: Config | None = None) -> Any:

@@ -1,0 +1,79 @@
+"""Baseline runners: the floors that the pipelines and finetuned students must beat.
+
+``meme_zero_shot`` asks the llm role, zero-shot, whether a meme is harmful, from its OCR text and
+image caption, with a structured answer (label + confidence). It is the comparison point for the
+distilled Mr.Harm student (task ``meme-harmful-zero-shot`` always runs it).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mmagents._config import Config
+from mmagents.errors import ConfigError
+
+__all__ = ["MemeVerdict", "meme_zero_shot", "meme_zero_shot_messages"]
+
+# The tags that delimit untrusted meme data in prompts/meme_zero_shot.yaml: stripped from the data
+# so a meme cannot close its own block and talk to the model as the instructions.
+_DELIMITERS = re.compile(r"</?\s*(?:meme_text|image_caption)\s*>", re.IGNORECASE)
+
+
+class MemeVerdict(BaseModel):
+    """The zero-shot moderator's answer."""
+
+    label: Literal["harmful", "harmless"] = Field(description="harmful or harmless")
+    confidence: float = Field(ge=0.0, le=1.0, description="probability that the label is correct")
+
+
+def _untrusted(value: Any) -> str:
+    return _DELIMITERS.sub(" ", str(value or "")).strip()
+
+
+def meme_zero_shot_messages(text: str, caption: str) -> list[Any]:
+    """The chat messages for one meme (prompt ``meme_zero_shot``, variant ``default``)."""
+    from mmagents.prompts import render_messages
+
+    return render_messages(
+        "meme_zero_shot", "default", text=_untrusted(text), caption=_untrusted(caption)
+    )
+
+
+def meme_zero_shot(
+    sample: dict[str, Any], config: Config, *, model: str | None = None, max_repairs: int = 2
+) -> dict[str, Any]:
+    """Classify one meme zero-shot with the llm role.
+
+    Args:
+        sample: A record with ``text`` (OCR text) and ``caption`` (image caption).
+        config: Selects the llm backend.
+        model: A finetuned student folder (``--model DIR``): not supported by the zero-shot
+            baseline, which only ever asks the configured llm.
+        max_repairs: Repair attempts when the answer does not validate.
+
+    Returns:
+        ``{"prediction": "harmful"|"harmless", "confidence": float, "llm_calls": int}``.
+
+    Raises:
+        ConfigError: ``model`` was given.
+        StructuredOutputError: no valid answer after the repairs.
+    """
+    if model is not None:
+        raise ConfigError(
+            "the zero-shot meme baseline has no student model: --model needs the meme graph's "
+            "runner (mmagents.graphs.meme:eval_meme_sample)"
+        )
+    from mmagents.models import load_role
+    from mmagents.models.structured import invoke_structured
+
+    llm = load_role("llm", config)
+    messages = meme_zero_shot_messages(sample.get("text", ""), sample.get("caption", ""))
+    result = invoke_structured(llm, MemeVerdict, messages, max_repairs=max_repairs)
+    return {
+        "prediction": result.value.label,
+        "confidence": result.value.confidence,
+        "llm_calls": result.attempts,
+    }

@@ -1,0 +1,161 @@
+"""Dataset loaders: JSONL files and image folders, with errors that name the file and line.
+
+Every sample is a plain dict with a string ``id`` (from the task's ``id_field``, else
+``<file stem>:<line>``); ids must be unique because ``--resume`` and ``merge`` key on them.
+Relative image paths are resolved against the data file's folder and checked at load time, so a
+run fails before its first model call rather than halfway through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mmagents.eval.tasks import TaskSpec
+
+from mmagents.errors import DatasetError
+
+__all__ = ["IMAGE_SUFFIXES", "load_dataset", "load_image_folder", "load_jsonl"]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+_REMOTE = ("http://", "https://", "data:")
+
+
+def _resolve_image(value: Any, base: Path, path: Path, line: int, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise DatasetError(path, f"field {field!r} must be an image path, got {value!r}", line)
+    if value.startswith(_REMOTE):
+        return value
+    image = Path(value).expanduser()
+    image = image if image.is_absolute() else base / image
+    if not image.is_file():
+        raise DatasetError(path, f"image file not found for field {field!r}: {image}", line)
+    return str(image)
+
+
+def _resolve_images(record: dict[str, Any], field: str, path: Path, line: int) -> None:
+    """Resolve the image path(s) at ``field``: ``image``, or ``steps[].image`` inside a list."""
+    head, sep, rest = field.partition("[].")
+    if not sep:
+        if field in record:
+            record[field] = _resolve_image(record[field], path.parent, path, line, field)
+        return
+    items = record.get(head)
+    if items is None:
+        return
+    if not isinstance(items, list):
+        raise DatasetError(path, f"field {head!r} must be a list, got {type(items).__name__}", line)
+    for item in items:
+        if isinstance(item, dict):
+            _resolve_images(item, rest, path, line)
+
+
+def load_jsonl(
+    path: str | Path,
+    *,
+    required: Iterable[str] = (),
+    image_fields: Iterable[str] = (),
+    id_field: str = "id",
+) -> list[dict[str, Any]]:
+    """Read one JSON object per line (blank lines are skipped).
+
+    Args:
+        path: The ``.jsonl`` file.
+        required: Fields every record must have.
+        image_fields: Fields holding image paths (made absolute, checked to exist); ``a[].b``
+            names field ``b`` of every item of list ``a``.
+        id_field: Field holding the sample id (default ``<stem>:<line>`` when absent).
+
+    Raises:
+        DatasetError: unreadable file, invalid JSON, a non-object line, a missing field, a missing
+            image or a duplicate id — always naming ``file:line``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(path, "data file not found")
+    required, image_fields = list(required), list(image_fields)
+    samples: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    path, f"invalid JSON: {exc.msg} (column {exc.colno})", line_no
+                ) from None
+            if not isinstance(record, dict):
+                raise DatasetError(
+                    path, f"expected a JSON object, got {type(record).__name__}", line_no
+                )
+            missing = [f for f in required if f not in record]
+            if missing:
+                raise DatasetError(
+                    path, f"missing field(s) {', '.join(map(repr, missing))}", line_no
+                )
+            for field in image_fields:
+                _resolve_images(record, field, path, line_no)
+            sample_id = str(record[id_field]) if id_field in record else f"{path.stem}:{line_no}"
+            if sample_id in seen:
+                raise DatasetError(
+                    path,
+                    f"duplicate id {sample_id!r} (first seen on line {seen[sample_id]})",
+                    line_no,
+                )
+            seen[sample_id] = line_no
+            record["id"] = sample_id
+            samples.append(record)
+    return samples
+
+
+def load_image_folder(root: str | Path, *, label_field: str = "label") -> list[dict[str, Any]]:
+    """Read ``root/<class name>/<image>``: one sample per image, labelled by its folder.
+
+    Samples are ``{"id": "<class>/<file>", "image": <absolute path>, label_field: <class>}``.
+
+    Raises:
+        DatasetError: the folder is missing or holds no class folder with images.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(root, "image folder not found")
+    samples = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for image in sorted(class_dir.iterdir()):
+            if image.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append(
+                    {
+                        "id": f"{class_dir.name}/{image.name}",
+                        "image": str(image.resolve()),
+                        label_field: class_dir.name,
+                    }
+                )
+    if not samples:
+        raise DatasetError(root, "no images found in <root>/<class>/ sub-folders")
+    return samples
+
+
+def load_dataset(task: TaskSpec, path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Load the samples of ``task`` from ``path`` (default: the task's own dataset path).
+
+    Raises:
+        DatasetError: see :func:`load_jsonl` / :func:`load_image_folder`.
+        TaskError: no path given and the task has no default.
+    """
+    data = task.data_path(path)
+    spec = task.dataset
+    if spec.loader == "image_folder":
+        samples = load_image_folder(data, label_field=task.target or "label")
+    else:
+        samples = load_jsonl(
+            data, required=spec.required, image_fields=spec.image_fields, id_field=task.id_field
+        )
+    if spec.attach_classes and task.target:
+        classes = sorted({str(s[task.target]) for s in samples})
+        for sample in samples:
+            sample.setdefault("classes", classes)
+    return samples
