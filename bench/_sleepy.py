@@ -18,9 +18,9 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from mmagents.models import register_backend
 
 from mmagents import Config, load_config
+from mmagents.models import register_backend
 
 __all__ = ["CALLS", "SleepyChat", "one_call", "sleepy_config", "thin_task", "write_memes"]
 

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from _sleepy import CALLS, sleepy_config, write_memes
-from mmagents.eval import run_task
 
 from mmagents import load_config
+from mmagents.eval import run_task
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 
 from _sleepy import CALLS, sleepy_config, thin_task, write_memes
-from mmagents.eval import run_task
 
 from mmagents import Config
+from mmagents.eval import run_task
 
 
 def measure(

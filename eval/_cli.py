@@ -132,10 +132,9 @@ def _print_summary(summary: RunSummary) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from mmagents.cli import config_from_args
     from mmagents.eval.runner import parse_shard, run_task
     from mmagents.eval.tasks import load_task
-
-    from mmagents.cli import config_from_args
 
     config = config_from_args(args)
     spec = load_task(args.task, config.home)
@@ -154,9 +153,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "options": options,
     }
     if args.backend == "ray":
-        from mmagents.eval.scale import run_on_ray
-
         from mmagents.errors import ConfigError
+        from mmagents.eval.scale import run_on_ray
 
         if args.shard != "0/1":
             raise ConfigError("--backend ray makes its own shards: use --shards N, not --shard")
@@ -174,10 +172,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from mmagents.eval.tasks import list_tasks, load_task_file
-
     from mmagents.cli import config_from_args
     from mmagents.errors import TaskError
+    from mmagents.eval.tasks import list_tasks, load_task_file
 
     home = config_from_args(args).home
     for info in list_tasks(home):
@@ -193,11 +190,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mmagents.eval.tasks import load_task
-
     from mmagents._registry import import_string
     from mmagents.cli import config_from_args
     from mmagents.errors import TaskError
+    from mmagents.eval.tasks import load_task
 
     home = config_from_args(args).home
     failed = 0

@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mmagents.eval.tasks import TaskSpec
-
 from mmagents.errors import DatasetError
+from mmagents.eval.tasks import TaskSpec
 
 __all__ = ["IMAGE_SUFFIXES", "load_dataset", "load_image_folder", "load_jsonl"]
 

@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mmagents.errors import ConfigError
 from mmagents.eval import metrics as M
 from mmagents.eval.results import METRICS_FILE, RESULTS_FILE, TASK_FILE, read_records
 from mmagents.eval.tasks import TaskSpec, load_task_file
-
-from mmagents.errors import ConfigError
 
 __all__ = ["Run", "load_run", "write_report"]
 

@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mmagents._config import Config
+from mmagents._registry import import_string
+from mmagents.errors import ConfigError, MMAgentsError
 from mmagents.eval.cache import CallCache, installed
 from mmagents.eval.datasets import load_dataset
 from mmagents.eval.metrics import METRICS
@@ -41,10 +44,6 @@ from mmagents.eval.results import (
     write_json_atomic,
 )
 from mmagents.eval.tasks import TaskSpec, load_task
-
-from mmagents._config import Config
-from mmagents._registry import import_string
-from mmagents.errors import ConfigError, MMAgentsError
 
 __all__ = [
     "RunSummary",

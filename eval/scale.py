@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmagents._config import Config
+from mmagents.errors import BackendUnavailableError, ConfigError
 from mmagents.eval.results import (
     METRICS_FILE,
     RESULTS_FILE,
@@ -30,9 +32,6 @@ from mmagents.eval.results import (
 )
 from mmagents.eval.runner import RunSummary, run_task, summarize
 from mmagents.eval.tasks import TaskSpec, load_task, load_task_file
-
-from mmagents._config import Config
-from mmagents.errors import BackendUnavailableError, ConfigError
 
 __all__ = ["merge_runs", "run_on_ray", "shard_folder"]
 

@@ -30,13 +30,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from mmagents.eval.metrics import METRICS, metric_key
-from mmagents.eval.normalize import NORMALIZERS, Normalizer, build_normalizer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Includes merge like config layers do: mappings key by key, anything else replaced.
 from mmagents._config import _merge as _deep_merge
 from mmagents.errors import TaskError
+from mmagents.eval.metrics import METRICS, metric_key
+from mmagents.eval.normalize import NORMALIZERS, Normalizer, build_normalizer
 
 __all__ = [
     "DatasetSpec",

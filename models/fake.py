@@ -18,9 +18,10 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from mmagents.models.base import GeneratedImage, OcrLine
 from PIL import Image
 from pydantic import ConfigDict, PrivateAttr
+
+from mmagents.models.base import GeneratedImage, OcrLine
 
 __all__ = [
     "FakeEmbedder",
@@ -49,7 +50,7 @@ class ScriptedChat(BaseChatModel):
     cycle: bool = False
     structured_mode: str = "prompt"
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _iter: Any = PrivateAttr(default=None)
+    _replay: Any = PrivateAttr(default=None)
     _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
 
     @property
@@ -67,11 +68,11 @@ class ScriptedChat(BaseChatModel):
 
     def _next(self, messages: list[BaseMessage]) -> AIMessage:
         with self._lock:
-            if self._iter is None:
-                self._iter = itertools.cycle(self.replies) if self.cycle else iter(self.replies)
+            if self._replay is None:
+                self._replay = itertools.cycle(self.replies) if self.cycle else iter(self.replies)
             self._calls.append(list(messages))
             try:
-                reply = next(self._iter)
+                reply = next(self._replay)
             except StopIteration:
                 raise AssertionError(
                     f"ScriptedChat ran out of replies after {len(self._calls) - 1} calls"

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mmagents.models.base import GeneratedImage
 
 from mmagents.errors import BackendError, ConfigError
+from mmagents.models.base import GeneratedImage
 
 if TYPE_CHECKING:
     from PIL import Image

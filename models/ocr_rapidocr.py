@@ -9,9 +9,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mmagents.models.base import OcrLine
-
 from mmagents.errors import BackendError, BackendUnavailableError
+from mmagents.models.base import OcrLine
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -10,10 +10,9 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING, Any
 
+from mmagents.errors import BackendError, BackendUnavailableError
 from mmagents.models.base import OcrLine
 from mmagents.models.ocr_rapidocr import sort_lines
-
-from mmagents.errors import BackendError, BackendUnavailableError
 
 if TYPE_CHECKING:
     from PIL import Image

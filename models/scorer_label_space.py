@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from mmagents.models.embed_minilm import MiniLMEmbedder
 
 from mmagents.errors import BackendError, BackendUnavailableError, ConfigError
+from mmagents.models.embed_minilm import MiniLMEmbedder
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Generic, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
@@ -110,6 +111,7 @@ def _mode_of(llm: BaseChatModel) -> Mode:
     return "prompt"
 
 
+@cache
 def _schema_instruction(schema: type[BaseModel]) -> str:
     return (
         "Answer with a single JSON object and nothing else. It must validate against this JSON "

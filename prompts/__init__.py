@@ -46,9 +46,8 @@ class PromptSpec:
             raise ConfigError(
                 f"prompt {self.role!r} has no variant {variant!r}; has {sorted(self.variants)}"
             )
-        env = _environment()
         return {
-            part: env.from_string(text).render(**variables).strip()
+            part: _template(text).render(**variables).strip()
             for part, text in self.variants[variant].items()
         }
 
@@ -60,6 +59,12 @@ def _environment() -> Any:
     return jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
     )
+
+
+@cache
+def _template(text: str) -> Any:
+    """Compile a template once per process (rendering is hot in evaluation loops)."""
+    return _environment().from_string(text)
 
 
 @cache

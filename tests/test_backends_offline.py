@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from langchain_core.language_models import BaseChatModel
+from PIL import Image, ImageDraw, ImageFont
+
+from mmagents import Config
+from mmagents.errors import BackendError, BackendUnavailableError, ConfigError
 from mmagents.models import load_role
 from mmagents.models.base import OCR, VLM, Embedder, ImageGenerator, OcrLine, Scorer
 from mmagents.models.embed_minilm import MiniLMEmbedder
@@ -20,10 +24,6 @@ from mmagents.models.ocr_rapidocr import RapidOCR, sort_lines
 from mmagents.models.ocr_tesseract import TesseractOCR
 from mmagents.models.scorer_label_space import LabelSpaceScorer, imagenet_classes
 from mmagents.models.vlm_socratic import SocraticVLM, dominant_colours
-from PIL import Image, ImageDraw, ImageFont
-
-from mmagents import Config
-from mmagents.errors import BackendError, BackendUnavailableError, ConfigError
 from mmagents.samples import SAMPLES, sample_path
 
 pytestmark = pytest.mark.slow

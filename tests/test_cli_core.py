@@ -45,7 +45,8 @@ def test_tools_run_with_fake_backend(
     monkeypatch.setenv("MMAGENTS_SCORER__BACKEND", "fake")
     photo = sample_path("coffee")
     assert (
-        main(["tools", "run", "score_image_text", "--image", str(photo), "-a", 'texts=["a", "b"]']) == 0
+        main(["tools", "run", "score_image_text", "--image", str(photo), "-a", 'texts=["a", "b"]'])
+        == 0
     )
     assert set(json.loads(capsys.readouterr().out)["scores"]) == {"a", "b"}
 

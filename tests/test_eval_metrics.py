@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mmagents.eval import metrics as M
 from mmagents.eval.normalize import build_normalizer, label_map, vqa_normalize
 from mmagents.eval.runner import compute_metrics

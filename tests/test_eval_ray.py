@@ -7,9 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from mmagents.eval.scale import run_on_ray, shard_folder
 
 from mmagents import load_config
+from mmagents.eval.scale import run_on_ray, shard_folder
 
 pytest.importorskip("ray", reason="Ray is optional: pip install 'mmagents[ray]'")
 

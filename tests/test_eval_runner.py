@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mmagents.eval.results import read_records
-from mmagents.eval.runner import parse_shard, run_task
-from mmagents.eval.scale import merge_runs
-from mmagents.models import load_role
 
 from mmagents import load_config
 from mmagents._config import Config
 from mmagents.cli import main
 from mmagents.errors import ConfigError
+from mmagents.eval.results import read_records
+from mmagents.eval.runner import parse_shard, run_task
+from mmagents.eval.scale import merge_runs
+from mmagents.models import load_role
 
 TESTS = Path(__file__).resolve().parent
 
@@ -268,9 +268,10 @@ def test_cache_file_is_shared_across_processes(tmp_path: Path, home: Path) -> No
 
 def test_cache_value_codec_round_trips() -> None:
     import numpy as np
+    from PIL import Image
+
     from mmagents.eval.cache import Uncacheable, decode_value, encode_value
     from mmagents.models.base import GeneratedImage, OcrLine
-    from PIL import Image
 
     image = Image.new("RGB", (3, 2), (1, 2, 3))
     value = {
@@ -291,11 +292,11 @@ def test_cache_value_codec_round_trips() -> None:
 
 def test_caching_proxy_keys_images_by_content(tmp_path: Path) -> None:
     import numpy as np
-    from mmagents.eval.cache import CachingBackend, CallCache
-    from mmagents.models.fake import FakeScorer
     from PIL import Image
 
     from mmagents._config import RoleConfig
+    from mmagents.eval.cache import CachingBackend, CallCache
+    from mmagents.models.fake import FakeScorer
 
     store = CallCache(tmp_path / "c.sqlite")
     real = FakeScorer()

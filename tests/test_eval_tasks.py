@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from mmagents.eval.datasets import load_dataset, load_image_folder, load_jsonl
-from mmagents.eval.tasks import list_tasks, load_task, load_task_file
 from PIL import Image
 
 from mmagents.cli import main
 from mmagents.errors import DatasetError, TaskError
+from mmagents.eval.datasets import load_dataset, load_image_folder, load_jsonl
+from mmagents.eval.tasks import list_tasks, load_task, load_task_file
 
 BUILTIN = [info.name for info in list_tasks()]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from pydantic import BaseModel, Field
+
 from mmagents.models.llm_llamacpp import LlamaCppChat, default_gguf_path, to_llama_messages
 from mmagents.models.structured import invoke_structured
-from pydantic import BaseModel, Field
 
 pytest.importorskip("llama_cpp")
 

@@ -4,11 +4,11 @@ import asyncio
 
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
-from mmagents.models.fake import ScriptedChat
-from mmagents.models.structured import ainvoke_structured, invoke_structured, parse_json_object
 from pydantic import BaseModel, Field
 
 from mmagents.errors import StructuredOutputError
+from mmagents.models.fake import ScriptedChat
+from mmagents.models.structured import ainvoke_structured, invoke_structured, parse_json_object
 
 
 class Verdict(BaseModel):

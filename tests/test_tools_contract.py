@@ -14,13 +14,13 @@ from typing import Any, ClassVar
 
 import pytest
 from langchain_core.tools import BaseTool
-from mmagents.tools import ROLE_TOOLS, build_tool
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from mmagents import Config
 from mmagents.errors import UnknownHandleError
 from mmagents.images import HANDLE_PATTERN, default_store
+from mmagents.tools import ROLE_TOOLS, build_tool
 
 #: Stands for "a valid handle of an image in the store" in the inputs below.
 IMAGE = "<image>"

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from mmagents.tools._base import MMTool, image_field
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from mmagents.errors import ImageError
+from mmagents.tools._base import MMTool, image_field
 
 __all__ = [
     "AnswerQuestionTool",
