@@ -1,0 +1,132 @@
+"""What the ``openai`` llm and vlm backends share: the chat model class, API keys, typed errors.
+
+This module imports ``openai`` and ``langchain_openai`` at the top; the backends import it inside
+their factories, so nothing pays for it until an OpenAI-compatible backend is actually built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlparse
+
+import openai
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_openai import ChatOpenAI
+from pydantic import Field, SecretStr
+
+from mmagents.errors import ConfigError, EndpointError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "EndpointChatOpenAI",
+    "endpoint_errors",
+    "make_chat",
+    "resolve_api_key",
+]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def resolve_api_key(api_key: str | None, base_url: str) -> str:
+    """The key to send: the option, else ``$OPENAI_API_KEY``, else a placeholder for local servers.
+
+    Raises:
+        ConfigError: api.openai.com was chosen but no key is configured.
+    """
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if key:
+        return key
+    if urlparse(base_url).hostname == "api.openai.com":
+        raise ConfigError(
+            f"no API key for {base_url}: set the role's api_key option "
+            "(e.g. MMAGENTS_LLM__API_KEY) or OPENAI_API_KEY"
+        )
+    # llama.cpp's server, vLLM and Ollama accept any key but the client insists on one.
+    return "not-needed"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause ("Connection refused"), not the client's generic "Connection error"."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+@contextmanager
+def endpoint_errors(url: str) -> Iterator[None]:
+    """Re-raise the OpenAI client's transport and HTTP errors as :class:`EndpointError`."""
+    try:
+        yield
+    except openai.APITimeoutError as exc:  # subclass of APIConnectionError: test it first
+        raise EndpointError(url, "request timed out (see the role's timeout option)") from exc
+    except openai.APIConnectionError as exc:
+        raise EndpointError(url, f"cannot connect: {_root_cause(exc)}") from exc
+    except openai.APIStatusError as exc:
+        raise EndpointError(
+            url, f"HTTP {exc.status_code}: {exc.message}", status_code=exc.status_code
+        ) from exc
+
+
+class EndpointChatOpenAI(ChatOpenAI):
+    """``ChatOpenAI`` whose failures are typed :class:`EndpointError` naming the endpoint.
+
+    Structured output goes through function calling (``structured_mode = "tools"``): llama.cpp's
+    server rejects ``json_schema`` response formats, tool calls work on every compatible server.
+    """
+
+    structured_mode: str = Field(default="tools", exclude=True)
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to."""
+        return self.openai_api_base or DEFAULT_BASE_URL
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        with endpoint_errors(self.endpoint):
+            return super()._generate(*args, **kwargs)
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        with endpoint_errors(self.endpoint):
+            return await super()._agenerate(*args, **kwargs)
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        with endpoint_errors(self.endpoint):
+            yield from super()._stream(*args, **kwargs)
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        with endpoint_errors(self.endpoint):
+            async for chunk in super()._astream(*args, **kwargs):
+                yield chunk
+
+
+def make_chat(
+    *,
+    base_url: str | None,
+    model: str,
+    api_key: str | None,
+    temperature: float,
+    max_tokens: int,
+    timeout: float,
+    max_retries: int,
+    cache: bool | None = None,
+) -> EndpointChatOpenAI:
+    """Build the chat model for one endpoint (see ``build_openai_chat`` for the options)."""
+    url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    options: dict[str, Any] = {
+        "base_url": url,
+        "model": model,
+        "api_key": SecretStr(resolve_api_key(api_key, url)),
+        "temperature": temperature,
+        "max_completion_tokens": max_tokens,
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "cache": cache,
+    }
+    if urlparse(url).hostname != "api.openai.com":
+        # LangChain sends OpenAI's new max_completion_tokens only; llama.cpp's server ignores it
+        # and Ollama predates it, so the classic field goes along for other servers.
+        options["extra_body"] = {"max_tokens": max_tokens}
+    return EndpointChatOpenAI(**options)
