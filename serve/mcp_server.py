@@ -1,0 +1,134 @@
+"""An MCP server (``mmagents mcp``, stdio) exposing the role tools to other agents.
+
+Each role tool (caption, answer_question, score_image_text, read_text, crop_region,
+generate_image, embed) is listed with its JSON input schema. Tools take image handles, so the
+server adds one tool of its own, ``put_image``, that loads an image (a file path on this machine, a
+``data:`` URL, or an ``http(s)`` URL when ``[images] allow_remote = true``) into the image store and
+returns its handle. Results are JSON text plus ``structuredContent``; a failing tool answers
+``isError: true`` with ``{"error": {"type", "message"}}`` so the calling agent can react.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from mmagents.tools._base import MMTool
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
+    from mmagents._config import Config
+
+__all__ = ["PutImageTool", "build_server", "run_stdio"]
+
+
+class _PutImageInput(BaseModel):
+    source: str = Field(
+        description="Image file path, data:image/...;base64 URL, or http(s) URL (if allowed).",
+        min_length=1,
+    )
+
+
+class PutImageTool(MMTool):
+    """Loads an image into the store; the returned handle is what the other tools take."""
+
+    name: str = "put_image"
+    description: str = (
+        "Load an image (file path or data URL) and return its handle for other tools."
+    )
+    args_schema: type[BaseModel] = _PutImageInput
+
+    def _run(self, source: str, **_: Any) -> dict[str, Any]:
+        handle = self.store.put(source)
+        width, height = self.store.get(handle).size
+        return {"image": handle, "size": [width, height]}
+
+
+def _schema(tool: BaseTool) -> dict[str, Any]:
+    schema = tool.tool_call_schema
+    if isinstance(schema, dict):
+        return schema
+    return schema.model_json_schema()  # type: ignore[union-attr]
+
+
+def _invoke(tool: BaseTool, arguments: dict[str, Any]) -> tuple[Any, str | None]:
+    """Run the tool; returns (result, error type or None). Any failure is reported, not raised."""
+    from pydantic import ValidationError
+
+    try:
+        return tool.invoke(arguments), None
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return {"error": {"type": "ValidationError", "message": detail}}, "ValidationError"
+    except Exception as exc:  # the calling agent gets the typed error instead of a dead server
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}, type(exc).__name__
+
+
+def build_server(config: Config, tools: list[BaseTool] | None = None) -> Any:
+    """The low-level MCP server over ``tools`` (default: the role tools plus ``put_image``)."""
+    import anyio
+    import mcp_types as types
+    from mcp.server.lowlevel import Server
+
+    from mmagents import __version__
+    from mmagents.tools import ROLE_TOOLS, build_tools
+
+    chosen = (
+        tools
+        if tools is not None
+        else [*build_tools(config, list(ROLE_TOOLS)), PutImageTool(config=config)]
+    )
+    by_name = {tool.name: tool for tool in chosen}
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(name=t.name, description=t.description, input_schema=_schema(t))
+                for t in chosen
+            ]
+        )
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        tool = by_name.get(params.name)
+        if tool is None:
+            result: Any = {
+                "error": {"type": "UnknownToolError", "message": f"no tool {params.name!r}"}
+            }
+            error: str | None = "UnknownToolError"
+        else:
+            # Backends are blocking (and may load weights): keep the event loop free.
+            result, error = await anyio.to_thread.run_sync(
+                _invoke, tool, dict(params.arguments or {})
+            )
+        structured = result if isinstance(result, dict) else {"result": result}
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=json.dumps(structured, default=str))],
+            structured_content=structured,
+            is_error=error is not None,
+        )
+
+    return Server(
+        "mmagents",
+        version=__version__,
+        instructions="Vision tools over image handles; call put_image first to get a handle.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+def run_stdio(config: Config) -> int:
+    """Serve MCP on stdin/stdout until the client closes the connection."""
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    server = build_server(config)
+
+    async def main() -> None:
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+
+    anyio.run(main)
+    return 0

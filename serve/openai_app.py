@@ -1,0 +1,449 @@
+"""An OpenAI-compatible HTTP API over the chat agent (``mmagents serve``).
+
+(FastAPI is imported at module level: it resolves endpoint annotations from module globals. Only
+``mmagents serve`` imports this module.)
+
+Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions`` (text and
+``image_url`` content parts; ``stream: true`` answers as server-sent events) and ``GET /health``.
+
+**Conversations.** OpenAI clients resend the whole conversation with every request. To keep the
+agent's memory (tool results, images) across requests, name the conversation: the header
+``X-MMAgents-Thread: <id>`` or, for clients that cannot set headers, the request's ``user`` field.
+A named conversation is a persistent thread: only the newest user message(s) of each request are
+added to it (earlier messages are used only to seed a thread that is still empty). Without a name
+each request is answered on a throw-away thread built from the request's messages. System
+messages from the client are ignored: the agent keeps its own instructions (prompts/chat.yaml).
+Client-side tools (``tools``, ``tool`` messages) are not supported: the agent runs its own tools,
+and the response's extra ``mmagents`` field lists the calls it made.
+
+**Images.** ``data:image/...;base64,`` URLs are accepted; ``http(s)`` URLs only when
+``[images] allow_remote = true``. Images over ``[images] max_bytes`` / ``max_pixels`` and requests
+over ``[serve] max_request_bytes`` get 413.
+
+**Auth.** Every ``/v1`` request needs ``Authorization: Bearer <key>`` when a key is set
+(``MMAGENTS_API_KEY``, else ``[serve] api_key``). Without a key the server only starts on a
+loopback address. Errors have OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mmagents.errors import (
+    ConfigError,
+    ImageError,
+    ImageTooLargeError,
+    RemoteImageRefusedError,
+)
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
+    from mmagents._config import Config
+    from mmagents.graphs.chat import ChatAgent
+
+__all__ = ["THREAD_HEADER", "APIError", "ServeSettings", "create_app", "serve"]
+
+THREAD_HEADER = "X-MMAgents-Thread"
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The ``[serve]`` section; ``MMAGENTS_API_KEY`` overrides ``api_key``."""
+
+    api_key: str | None = None
+    model: str = "mmagents-chat"
+    max_request_bytes: int = 20 * 1024 * 1024
+
+    @classmethod
+    def from_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> ServeSettings:
+        """Read ``[serve]`` and the environment.
+
+        Raises:
+            ConfigError: an unknown key.
+        """
+        section = dict(config.section("serve"))
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(section) - known):
+            raise ConfigError(f"unknown [serve] keys {unknown}; known: {sorted(known)}")
+        env = os.environ if environ is None else environ
+        if env.get("MMAGENTS_API_KEY"):
+            section["api_key"] = env["MMAGENTS_API_KEY"]
+        return cls(**section)
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = (
+            status,
+            message,
+            type,
+            code,
+            param,
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body ``{"error": {...}}``."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+# -- request schema ------------------------------------------------------------------------------
+
+
+class _ImageURL(BaseModel):
+    url: str
+    detail: str | None = None
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: _ImageURL | None = None
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[_Part] | None = None
+    tool_calls: list[Any] | None = None
+
+
+class _ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # sampling options are accepted and not used
+    model: str
+    messages: list[_Message] = Field(min_length=1)
+    stream: bool = False
+    user: str | None = None
+    tools: list[Any] | None = None
+
+
+@dataclass
+class _Turn:
+    """A request reduced to what the agent needs."""
+
+    thread: str
+    text: str
+    images: list[str]
+    history: list[BaseMessage]
+    ephemeral: bool
+
+
+# -- request handling ----------------------------------------------------------------------------
+
+
+def _status_of(exc: ImageError) -> tuple[int, str]:
+    if isinstance(exc, ImageTooLargeError):
+        return 413, "image_too_large"
+    if isinstance(exc, RemoteImageRefusedError):
+        return 400, "remote_images_disabled"
+    return 400, "invalid_image"
+
+
+def _content_of(message: _Message, agent: ChatAgent, index: int) -> tuple[str, list[str]]:
+    """Text and stored image handles of one message's content."""
+    from mmagents.images import default_store
+
+    if message.content is None or isinstance(message.content, str):
+        return message.content or "", []
+    texts, images = [], []
+    for j, part in enumerate(message.content):
+        if part.type == "text":
+            texts.append(part.text or "")
+        elif part.image_url is not None:
+            try:
+                images.append(default_store(agent.config).put(part.image_url.url))
+            except ImageError as exc:
+                status, code = _status_of(exc)
+                param = f"messages[{index}].content[{j}].image_url"
+                raise APIError(status, str(exc), code=code, param=param) from None
+    return "\n".join(t for t in texts if t), images
+
+
+def _check_supported(request: _ChatRequest) -> None:
+    if request.tools:
+        raise APIError(
+            400, "client-side tools are not supported: the agent uses its own", param="tools"
+        )
+    for i, message in enumerate(request.messages):
+        if message.role == "tool" or message.tool_calls:
+            raise APIError(400, "tool messages are not supported", param=f"messages[{i}]")
+    if request.messages[-1].role != "user":
+        raise APIError(400, "the last message must come from the user", param="messages")
+
+
+def _turn_of(request: _ChatRequest, thread: str | None, agent: ChatAgent) -> _Turn:
+    """Split the request into earlier messages and the new user turn (the trailing user ones)."""
+    from langchain_core.messages import AIMessage
+
+    _check_supported(request)
+    if thread is not None and not 0 < len(thread) <= 128:
+        raise APIError(400, "a conversation id must have 1 to 128 characters", param="user")
+    name = f"api-{thread}" if thread is not None else f"api-once-{uuid.uuid4().hex}"
+    messages = request.messages
+    start = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1) + 1
+    history: list[BaseMessage] = []
+    # A thread that remembers does not take the client's copy of the past again.
+    if thread is None or not agent.history(name):
+        for i, message in enumerate(messages[:start]):
+            text, images = _content_of(message, agent, i)
+            if message.role == "user":
+                history.append(agent.user_message(text, images))
+            elif message.role == "assistant":
+                history.append(AIMessage(content=text))
+    texts, found = [], []
+    for i, message in enumerate(messages[start:], start):
+        text, images = _content_of(message, agent, i)
+        texts.append(text)
+        found.extend(images)
+    return _Turn(name, "\n".join(texts), found, history, ephemeral=thread is None)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
+    return bytes(body)
+
+
+def _parse(body: bytes) -> _ChatRequest:
+    try:
+        return _ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise APIError(400, f"invalid request: {first['msg']}", param=param) from None
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+def _run_turn(agent: ChatAgent, turn: _Turn) -> tuple[str, str, list[dict[str, Any]]]:
+    """Run a turn to its end: answer text, OpenAI finish reason, tool calls made."""
+    from mmagents.graphs.chat import AnswerEvent, ToolCallEvent, ToolResultEvent
+
+    calls: list[dict[str, Any]] = []
+    try:
+        for event in agent.turn(turn.thread, turn.text, turn.images, history=turn.history):
+            if isinstance(event, ToolCallEvent):
+                calls.append({"id": event.id, "name": event.name, "arguments": event.args})
+            elif isinstance(event, ToolResultEvent):
+                for call in calls:
+                    if call["id"] == event.id:
+                        call["error_type"] = event.error_type
+            elif isinstance(event, AnswerEvent):
+                finish = "length" if event.finish_reason == "step_limit" else "stop"
+                return event.text, finish, calls
+    finally:
+        if turn.ephemeral:
+            agent.reset(turn.thread)
+    raise RuntimeError("the chat agent ended a turn without an answer")
+
+
+def _completion(
+    text: str, finish: str, calls: list[dict[str, Any]], model: str, thread: str
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        ],
+        "mmagents": {"thread": thread, "tool_calls": calls},
+    }
+
+
+def _sse_events(agent: ChatAgent, turn: _Turn, model: str) -> Iterator[str]:
+    """The turn as ``chat.completion.chunk`` server-sent events, ending with ``[DONE]``."""
+    from mmagents.graphs.chat import AnswerEvent, TokenEvent
+
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        for event in agent.turn(turn.thread, turn.text, turn.images, history=turn.history):
+            if isinstance(event, TokenEvent):
+                yield chunk({"content": event.text})
+            elif isinstance(event, AnswerEvent):
+                if not event.streamed:
+                    yield chunk({"content": event.text})
+                yield chunk({}, "length" if event.finish_reason == "step_limit" else "stop")
+    except Exception as exc:  # headers are already sent: the error travels as an event
+        _log.exception("chat turn failed on thread %s", turn.thread)
+        error = APIError(500, f"{type(exc).__name__}: {exc}", type="server_error")
+        yield f"data: {json.dumps(error.body())}\n\n"
+    finally:
+        if turn.ephemeral:
+            agent.reset(turn.thread)
+    yield "data: [DONE]\n\n"
+
+
+# -- the app -------------------------------------------------------------------------------------
+
+
+def create_app(
+    config: Config, *, agent: ChatAgent | None = None, settings: ServeSettings | None = None
+) -> FastAPI:
+    """Build the FastAPI app.
+
+    Args:
+        config: The resolved configuration.
+        agent: The chat agent (default: one built from ``config``, threads in SQLite).
+        settings: Default: :meth:`ServeSettings.from_config`.
+    """
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+
+    from mmagents.graphs.chat import ChatAgent
+
+    settings = settings or ServeSettings.from_config(config)
+    chat = agent or ChatAgent(config)
+    started = int(time.time())
+    app = FastAPI(title="mmagents", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(APIError(exc.status_code, str(exc.detail)).body(), exc.status_code)
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next: Any) -> Any:
+        if settings.api_key and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            expected = f"Bearer {settings.api_key}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                error = APIError(401, "missing or incorrect API key", code="invalid_api_key")
+                return await _api_error(request, error)
+        return await call_next(request)
+
+    def model_card() -> dict[str, Any]:
+        return {"id": settings.model, "object": "model", "created": started, "owned_by": "mmagents"}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str) -> dict[str, Any]:
+        if model_id != settings.model:
+            raise APIError(404, f"model {model_id!r} does not exist", code="model_not_found")
+        return model_card()
+
+    @app.post("/v1/chat/completions")
+    async def completions(request: Request) -> Any:
+        body = _parse(await _read_body(request, settings.max_request_bytes))
+        if body.model != settings.model:
+            raise APIError(
+                404,
+                f"model {body.model!r} does not exist; use {settings.model!r}",
+                code="model_not_found",
+                param="model",
+            )
+        thread = request.headers.get(THREAD_HEADER) or body.user
+        turn = await run_in_threadpool(_turn_of, body, thread, chat)
+        if body.stream:
+            return StreamingResponse(
+                _sse_events(chat, turn, settings.model), media_type="text/event-stream"
+            )
+        try:
+            text, finish, calls = await run_in_threadpool(_run_turn, chat, turn)
+        except Exception as exc:
+            # Answered here rather than by a generic handler, which would also re-raise it and
+            # make uvicorn drop the client's keep-alive connection.
+            _log.exception("chat turn failed on thread %s", turn.thread)
+            message = f"{type(exc).__name__}: {exc}"
+            raise APIError(500, message, type="server_error") from exc
+        return _completion(text, finish, calls, settings.model, turn.thread)
+
+    return app
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(config: Config, *, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Run the API with uvicorn until interrupted; returns the exit code.
+
+    Raises:
+        ConfigError: a non-loopback ``host`` without an API key.
+    """
+    import uvicorn
+
+    settings = ServeSettings.from_config(config)
+    if not settings.api_key and not _is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host} without an API key: set MMAGENTS_API_KEY "
+            "or [serve] api_key (only loopback addresses may run without one)"
+        )
+    app = create_app(config, settings=settings)
+    auth = "bearer key required" if settings.api_key else "no key (loopback only)"
+    print(
+        f"mmagents: OpenAI-compatible API on http://{host}:{port}/v1 — model {settings.model!r}, {auth}",
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
