@@ -135,7 +135,9 @@ class LlamaCppChat(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {
-            "model": self.resolved_path.name,
+            # Path and size, not just the file name: the call cache must not confuse two
+            # same-named GGUF files (e.g. a model re-quantised into another folder).
+            "model": f"{self.resolved_path}:{self.resolved_path.stat().st_size}",
             "n_ctx": self.n_ctx,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
