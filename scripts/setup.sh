@@ -23,7 +23,7 @@ reqs="$(mktemp)"
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 reqs = list(project["dependencies"])
-for extra in ("offline", "hub", "dev"):
+for extra in ("offline", "hub", "tesseract", "finetune", "serve", "ray", "dev"):
     reqs += project["optional-dependencies"][extra]
 print("\n".join(sorted(set(reqs))))
 PY
