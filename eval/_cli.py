@@ -73,6 +73,11 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--model", metavar="DIR", help="model folder passed to the runner as `model`")
     run.add_argument(
+        "--descriptors",
+        metavar="FILE",
+        help="descriptor JSON (class -> descriptors) passed to the runner as `descriptors`",
+    )
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -141,6 +146,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = _parse_sets(args.set)
     if args.model:
         options["model"] = args.model
+    if args.descriptors:
+        options["descriptors"] = args.descriptors
     out = Path(args.out) if args.out else Path("runs") / spec.task
     common: dict[str, Any] = {
         "data": args.data,
