@@ -74,8 +74,10 @@ if [ ! -f "$venv/.mmagents-base" ] || [ "$(cat "$venv/.mmagents-base")" != "$bas
   echo "$base" > "$venv/.mmagents-base"
 fi
 "$venv/bin/python" -m pip --disable-pip-version-check -q install --no-deps --no-build-isolation -e "$root"
-# The dev tools live in the base environment; these wrappers run them with this venv's python.
-for tool in ruff mypy pytest; do
+# The dev tools live in the base environment. ruff is a native binary (and `python -m ruff` looks
+# for it next to this venv's python); mypy and pytest must run with this venv's python.
+ln -sf "$base/bin/ruff" "$venv/bin/ruff"
+for tool in mypy pytest; do
   rm -f "$venv/bin/$tool"
   printf '#!/bin/sh\nexec "%s" -m %s "$@"\n' "$venv/bin/python" "$tool" > "$venv/bin/$tool"
   chmod +x "$venv/bin/$tool"
