@@ -1,0 +1,42 @@
+"""IdealGPT end to end on the real offline defaults (SmolLM2 via llama.cpp, socratic VLM), real photo.
+
+One short run (one round, two sub-questions) keeps it within a minute or two on a small CPU. It
+checks that the whole loop runs on real models and that grammar-constrained decoding yields valid
+structured output; it does not score the 135M model's answer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mmagents import Config
+from mmagents.graphs.idealgpt import build_idealgpt_graph, initial_state, result_of, run_idealgpt
+from mmagents.images import default_store
+from mmagents.samples import sample_path
+
+pytestmark = pytest.mark.slow
+
+
+def test_real_models_answer_about_a_real_photo(offline_config: Config) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is not installed")
+    handle = default_store(offline_config).put(sample_path("cat", offline_config))
+    graph = build_idealgpt_graph(offline_config, max_rounds=1, sub_questions=2)
+    nodes: list[str] = []
+    state = run_idealgpt(
+        graph,
+        initial_state(handle, "What animal is in this picture?"),
+        on_update=lambda node, _: nodes.append(node),
+    )
+    result = result_of(state)
+    assert "error" not in result, result["error"]
+    assert "cat" in state["caption"].lower()  # the socratic caption of the real photo
+    (round_,) = result["rounds"]
+    asked = round_["sub_questions"]
+    assert 1 <= len(asked) <= 2 and all(qa["question"] and qa["answer"] for qa in asked)
+    assert round_["analysis"].strip()
+    # The final (only) round forces an answer.
+    assert isinstance(result["answer"], str) and result["answer"].strip()
+    assert 0.0 <= result["confidence"] <= 1.0
+    assert result["vlm_calls"] == 1 + len(asked) and result["llm_calls"] >= 2
+    assert nodes == ["caption", "questioner", *["answerer"] * len(asked), "reasoner"]
