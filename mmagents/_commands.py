@@ -31,7 +31,8 @@ def _text_image(text: str) -> Image.Image:
 
 
 def _check_llm(backend: Any, photo: Image.Image) -> str:
-    reply = backend.invoke("Reply with one word: hello.")
+    # A few tokens prove the model loads and generates; small models ramble up to max_tokens.
+    reply = backend.invoke("Reply with one word: hello.", max_tokens=16)
     return f"replied {str(reply.content).strip()[:60]!r}"
 
 
