@@ -1,0 +1,122 @@
+"""``mmagents finetune meme``: train a Mr.Harm meme student (resumable) and report its scores."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+__all__ = ["register"]
+
+
+def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Add the ``finetune`` sub-commands (one per distillation recipe)."""
+    sub = parser.add_subparsers(dest="recipe", metavar="RECIPE")
+    meme = sub.add_parser(
+        "meme",
+        help="distil teacher rationales into a harmful-meme student (Mr.Harm)",
+        description=(
+            "Train a harmful-meme student from JSONL (id, text, caption, label, rationale). "
+            "Rerunning the same command resumes from the last checkpoint in --out."
+        ),
+    )
+    meme.add_argument("--train", required=True, metavar="FILE", help="training JSONL")
+    meme.add_argument("--val", metavar="FILE", help="validation JSONL, scored after training")
+    meme.add_argument("--out", required=True, metavar="DIR", help="output folder (the student)")
+    meme.add_argument(
+        "--variant",
+        choices=["encoder", "generative"],
+        default="encoder",
+        help="encoder: MiniLM + label head + rationale alignment (CPU minutes, default); "
+        "generative: two-stage LoRA on a causal LM (SmolLM2-135M GGUF by default; GPU advised)",
+    )
+    meme.add_argument(
+        "--no-rationale",
+        dest="use_rationales",
+        action="store_false",
+        help="ablation: train on labels only (same data, same seed)",
+    )
+    meme.add_argument("--rationales", metavar="FILE", help="teacher rationales JSON {id: text}")
+    meme.add_argument(
+        "--keep-label-statements",
+        action="store_true",
+        help="keep teacher sentences that state the label (default: cut them out)",
+    )
+    length = meme.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimisation steps of each stage")
+    length.add_argument("--epochs", type=float, help="epochs of each stage")
+    meme.add_argument(
+        "--rationale-epochs",
+        type=float,
+        help="epochs of the rationale-only first stage (0 skips it; default: generative 1, "
+        "encoder 0: it aligns with the rationales jointly with the label)",
+    )
+    meme.add_argument("--batch-size", type=int)
+    meme.add_argument("--lr", type=float, help="learning rate")
+    meme.add_argument("--seed", type=int, default=0)
+    meme.add_argument("--checkpoint-every", type=int, default=50, metavar="N")
+    meme.add_argument(
+        "--base-model",
+        metavar="ID_OR_PATH",
+        help="base model: encoder folder/hub id, or for --variant generative a .gguf/folder/hub id",
+    )
+    meme.add_argument(
+        "--train-layers", type=int, help="encoder: top layers trained (0 = all; default 2)"
+    )
+    meme.add_argument(
+        "--align-loss",
+        choices=["contrastive", "cosine"],
+        default="contrastive",
+        help="encoder: rationale-alignment loss",
+    )
+    meme.add_argument("--align-weight", type=float, default=1.0, help="encoder: alignment weight")
+    meme.add_argument("--lora-r", type=int, default=16, help="generative: LoRA rank")
+    meme.add_argument("--threads", default="auto", help="torch CPU threads (default: auto)")
+    meme.add_argument("--no-progress", dest="progress", action="store_false")
+    meme.add_argument("--json", action="store_true", help="print the training report as JSON")
+    meme.set_defaults(func=_run_meme)
+
+
+def _run_meme(args: argparse.Namespace) -> int:
+    from mmagents.finetune.meme import MemeTrainConfig, train_meme_student
+
+    cfg = MemeTrainConfig(
+        variant=args.variant,
+        use_rationales=args.use_rationales,
+        steps=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        threads=args.threads,
+        base_model=args.base_model,
+        rationale_file=args.rationales,
+        keep_label_statements=args.keep_label_statements,
+        rationale_epochs=args.rationale_epochs,
+        train_layers=args.train_layers,
+        align_loss=args.align_loss,
+        align_weight=args.align_weight,
+        lora_r=args.lora_r,
+        progress=args.progress,
+    )
+    report = train_meme_student(args.train, args.out, cfg, val_path=args.val)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    stages = report["stages"]
+    verb = "already trained:" if report.get("already_trained") else "trained"
+    print(
+        f"{verb} {report['variant']} student in {args.out} "
+        f"({'with' if report['use_rationales'] else 'without'} rationales; "
+        f"steps: rationale {stages['rationale']}, label {stages['label']}; "
+        f"{report.get('train_seconds') or 0:.0f} s, peak {report['peak_rss_mb']:.0f} MiB)"
+    )
+    if report.get("resumed_from") is not None:
+        print(f"resumed from step {report['resumed_from']}")
+    if "val" in report:
+        val = report["val"]
+        print(
+            f"val: accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}  (n={val['n']})"
+        )
+    return 0

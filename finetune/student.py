@@ -1,0 +1,170 @@
+"""A trained meme student folder as a backend: ``load_student(folder).classify(text, caption)``.
+
+The folder written by ``mmagents finetune meme`` holds ``student.json`` (``kind = "meme_student"``,
+its variant, base model and training options) beside the weights. :func:`load_student` reads it
+once per process and returns a :class:`MemeStudent`, whatever the variant: the encoder student
+gives a label and its probability, the generative student also writes its own rationale. No LLM
+is involved at inference, as in the paper.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mmagents.errors import ConfigError
+from mmagents.finetune.meme_data import LABELS, MemeExample
+
+__all__ = [
+    "MemeStudent",
+    "StudentPrediction",
+    "load_student",
+    "read_student_meta",
+    "write_student_meta",
+]
+
+_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, int], MemeStudent] = {}
+
+
+@dataclass(frozen=True)
+class StudentPrediction:
+    """A student's verdict on one meme.
+
+    Attributes:
+        label: ``"harmful"`` or ``"harmless"``.
+        probability: Probability of ``label`` (the confidence, >= 0.5).
+        p_harmful: Probability of ``"harmful"``.
+        rationale: The student's rationale (generative variant, when asked), else ``None``.
+    """
+
+    label: str
+    probability: float
+    p_harmful: float
+    rationale: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def write_student_meta(
+    folder: Path,
+    *,
+    variant: str,
+    base_model: str,
+    with_rationales: bool,
+    options: Any,
+    fingerprint: str,
+) -> None:
+    """Write ``student.json``: what :func:`load_student` needs to rebuild the student."""
+    meta = {
+        "kind": "meme_student",
+        "variant": variant,
+        "labels": list(LABELS),
+        "base_model": base_model,
+        "trained_with_rationales": with_rationales,
+        "options": asdict(options),
+        "fingerprint": fingerprint,
+    }
+    (folder / "student.json").write_text(json.dumps(meta, indent=2))
+
+
+def read_student_meta(folder: str | Path) -> dict[str, Any]:
+    """The ``student.json`` of a trained student folder.
+
+    Raises:
+        ConfigError: the folder holds no (valid) ``student.json`` of a meme student.
+    """
+    path = Path(folder).expanduser() / "student.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path.parent} is not a trained student folder (no student.json): "
+            "train one with `mmagents finetune meme --train FILE --out DIR`"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc.msg}") from None
+    if not isinstance(meta, dict) or meta.get("kind") != "meme_student":
+        raise ConfigError(f"{path} does not describe a meme student (kind != 'meme_student')")
+    if meta.get("variant") not in ("encoder", "generative"):
+        raise ConfigError(f"{path}: unknown student variant {meta.get('variant')!r}")
+    return meta
+
+
+class MemeStudent:
+    """One interface over both student variants.
+
+    Args:
+        folder: A trained student folder.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).expanduser().resolve()
+        self.meta = read_student_meta(self.folder)
+        self.variant: str = self.meta["variant"]
+        self._lock = threading.Lock()  # torch modules are shared by the harness's threads
+        if self.variant == "encoder":
+            from mmagents.finetune.meme_encoder import EncoderStudent
+
+            self._model: Any = EncoderStudent(self.folder)
+        else:
+            from mmagents.finetune.meme_generative import GenerativeStudent
+
+            self._model = GenerativeStudent(self.folder)
+
+    @property
+    def writes_rationales(self) -> bool:
+        """Whether :meth:`classify` can return a rationale (generative variant)."""
+        return self.variant == "generative"
+
+    def classify_many(self, examples: Sequence[MemeExample]) -> list[StudentPrediction]:
+        """Labels and probabilities for many memes (no rationales: the fast path for evaluation)."""
+        with self._lock:
+            probs = self._model.predict_proba(list(examples))
+        return [_prediction(float(p)) for p in probs]
+
+    def classify(
+        self, text: str, caption: str = "", *, rationale: bool = True
+    ) -> StudentPrediction:
+        """Classify one meme from its text and caption.
+
+        Args:
+            text: The meme's text (OCR).
+            caption: The image caption.
+            rationale: Also write a rationale (generative variant only; ignored otherwise).
+        """
+        example = MemeExample(id="input", text=text, caption=caption)
+        with self._lock:
+            p_harmful = float(self._model.predict_proba([example])[0])
+            written = (
+                self._model.rationale(example) if rationale and self.writes_rationales else None
+            )
+        return _prediction(p_harmful, written)
+
+
+def _prediction(p_harmful: float, rationale: str | None = None) -> StudentPrediction:
+    label = LABELS[1] if p_harmful >= 0.5 else LABELS[0]
+    probability = p_harmful if label == LABELS[1] else 1.0 - p_harmful
+    return StudentPrediction(label, round(probability, 6), round(p_harmful, 6), rationale)
+
+
+def load_student(folder: str | Path) -> MemeStudent:
+    """The student in ``folder``, loaded once per process (reloaded when it is retrained).
+
+    Raises:
+        ConfigError: ``folder`` is not a trained meme student.
+    """
+    path = Path(folder).expanduser().resolve()
+    meta_file = path / "student.json"
+    read_student_meta(path)  # validates before any heavy import
+    key = (str(path), meta_file.stat().st_mtime_ns)
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = MemeStudent(path)
+        return _LOADED[key]
