@@ -17,7 +17,9 @@ Importing this package is cheap: submodules load on first attribute access.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mmagents._registry import lazy_attributes
 
 if TYPE_CHECKING:
     from mmagents.eval.cache import CallCache, installed
@@ -69,11 +71,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from mmagents._registry import import_string
-
-        value = import_string(_LAZY[name])
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mmagents.eval' has no attribute {name!r}")
+__getattr__ = lazy_attributes("mmagents.eval", _LAZY, globals())

@@ -15,9 +15,10 @@ their libraries on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mmagents._config import ROLES, Config, RoleConfig, available_profiles, load_config
+from mmagents._registry import lazy_attributes
 from mmagents.errors import (
     BackendError,
     BackendUnavailableError,
@@ -61,11 +62,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from mmagents._registry import import_string
-
-        value = import_string(_LAZY[name])
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mmagents' has no attribute {name!r}")
+__getattr__ = lazy_attributes("mmagents", _LAZY, globals())

@@ -95,3 +95,21 @@ def lazy(target: str) -> Callable[..., object]:
 
     call.__name__ = target.rpartition(":")[2]
     return call
+
+
+def lazy_attributes(
+    module: str, targets: dict[str, str], namespace: dict[str, object]
+) -> Callable[[str], object]:
+    """A module-level ``__getattr__`` that imports ``targets[name]`` on first access and keeps it.
+
+    Lets a package list its public names without importing the modules that define them.
+    """
+
+    def __getattr__(name: str) -> object:
+        if name in targets:
+            value = import_string(targets[name])
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
