@@ -14,7 +14,7 @@ exact command users run), so each row's peak memory (``getrusage`` maxrss of tha
 time are its own. FHM has no teacher rationales in the shared data: only the label-only student
 and TF-IDF run there. Writes ``<out>/results.json`` and prints a Markdown table.
 
-    python bench/meme_distill.py [--data-root ../shared/data/memes] [--out runs/meme_bench]
+    python bench/meme_distill.py [--data-root ../shared/data/memes] [--out /tmp/meme_bench]
         [--datasets harmc fhm] [--epochs 2] [--generative-steps 8] [--threads auto]
 """
 
@@ -26,6 +26,7 @@ import multiprocessing
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "meme_bench")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "meme_bench")
     parser.add_argument("--datasets", nargs="+", default=["harmc", "fhm"], choices=["harmc", "fhm"])
     parser.add_argument("--epochs", type=float, help="epochs per stage (default: the variant's)")
     parser.add_argument("--threads", default="auto")

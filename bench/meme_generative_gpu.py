@@ -7,7 +7,7 @@ twice with the same data and seed, with teacher rationales (stage ``rationale`` 
 without (stage ``label`` only), scores both on Harm-C val and prints a Markdown table plus JSON.
 
     python bench/meme_generative_gpu.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf \\
-        --data-root ../shared/data/memes --out runs/meme_gpu [--epochs 3] [--batch-size 8]
+        --data-root ../shared/data/memes --out /tmp/meme_gpu [--epochs 3] [--batch-size 8]
 
 On 2 CPU cores the same command works but takes hours (see docs/results/meme.md).
 """
