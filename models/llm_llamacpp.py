@@ -11,6 +11,7 @@ an ``AIMessage`` with proper ``tool_calls`` (see :mod:`mmagents.models._tool_gra
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
@@ -41,6 +42,20 @@ __all__ = ["LlamaCppChat", "default_gguf_path", "to_llama_messages"]
 
 _LOAD_LOCK = threading.Lock()
 _MODELS: dict[tuple[str, int, int], Any] = {}
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free llama.cpp models before interpreter teardown.
+
+    Left to garbage collection at exit, llama-cpp-python's finalizer runs after its C bindings are
+    gone and prints a ``TypeError`` traceback on every command that used the llm.
+    """
+    for model in _MODELS.values():
+        close = getattr(model, "close", None)
+        if close is not None:
+            close()
+    _MODELS.clear()
 
 
 def default_gguf_path() -> Path:
