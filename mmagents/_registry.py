@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from mmagents.errors import ConfigError
 
@@ -98,14 +98,14 @@ def lazy(target: str) -> Callable[..., object]:
 
 
 def lazy_attributes(
-    module: str, targets: dict[str, str], namespace: dict[str, object]
-) -> Callable[[str], object]:
+    module: str, targets: dict[str, str], namespace: dict[str, Any]
+) -> Callable[[str], Any]:
     """A module-level ``__getattr__`` that imports ``targets[name]`` on first access and keeps it.
 
     Lets a package list its public names without importing the modules that define them.
     """
 
-    def __getattr__(name: str) -> object:
+    def __getattr__(name: str) -> Any:
         if name in targets:
             value = import_string(targets[name])
             namespace[name] = value
