@@ -9,17 +9,40 @@ run fails before its first model call rather than halfway through.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mmagents.errors import DatasetError
 from mmagents.eval.tasks import TaskSpec
 
-__all__ = ["IMAGE_SUFFIXES", "load_dataset", "load_image_folder", "load_jsonl"]
+__all__ = ["IMAGE_SUFFIXES", "iter_jsonl", "load_dataset", "load_image_folder", "load_jsonl"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 _REMOTE = ("http://", "https://", "data:")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, object)`` for each non-blank line of a JSONL file.
+
+    Raises:
+        DatasetError: invalid JSON or a non-object line, naming ``file:line``.
+    """
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    path, f"invalid JSON: {exc.msg} (column {exc.colno})", line_no
+                ) from None
+            if not isinstance(record, dict):
+                raise DatasetError(
+                    path, f"expected a JSON object, got {type(record).__name__}", line_no
+                )
+            yield line_no, record
 
 
 def _resolve_image(value: Any, base: Path, path: Path, line: int, field: str) -> str:
@@ -77,37 +100,22 @@ def load_jsonl(
     required, image_fields = list(required), list(image_fields)
     samples: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    path, f"invalid JSON: {exc.msg} (column {exc.colno})", line_no
-                ) from None
-            if not isinstance(record, dict):
-                raise DatasetError(
-                    path, f"expected a JSON object, got {type(record).__name__}", line_no
-                )
-            missing = [f for f in required if f not in record]
-            if missing:
-                raise DatasetError(
-                    path, f"missing field(s) {', '.join(map(repr, missing))}", line_no
-                )
-            for field in image_fields:
-                _resolve_images(record, field, path, line_no)
-            sample_id = str(record[id_field]) if id_field in record else f"{path.stem}:{line_no}"
-            if sample_id in seen:
-                raise DatasetError(
-                    path,
-                    f"duplicate id {sample_id!r} (first seen on line {seen[sample_id]})",
-                    line_no,
-                )
-            seen[sample_id] = line_no
-            record["id"] = sample_id
-            samples.append(record)
+    for line_no, record in iter_jsonl(path):
+        missing = [f for f in required if f not in record]
+        if missing:
+            raise DatasetError(path, f"missing field(s) {', '.join(map(repr, missing))}", line_no)
+        for field in image_fields:
+            _resolve_images(record, field, path, line_no)
+        sample_id = str(record[id_field]) if id_field in record else f"{path.stem}:{line_no}"
+        if sample_id in seen:
+            raise DatasetError(
+                path,
+                f"duplicate id {sample_id!r} (first seen on line {seen[sample_id]})",
+                line_no,
+            )
+        seen[sample_id] = line_no
+        record["id"] = sample_id
+        samples.append(record)
     return samples
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mmagents.errors import DatasetError
+from mmagents.eval.datasets import iter_jsonl
 
 __all__ = [
     "LABELS",
@@ -72,20 +73,6 @@ def label_index(label: str) -> int:
     return LABELS.index(normalise_label(label))
 
 
-def _records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(path, f"invalid JSON: {exc.msg}", number) from None
-            if not isinstance(record, dict):
-                raise DatasetError(path, "each line must be a JSON object", number)
-            yield number, record
-
-
 def read_memes(
     path: str | Path,
     *,
@@ -108,7 +95,7 @@ def read_memes(
         raise DatasetError(file, "data file not found")
     examples: list[MemeExample] = []
     seen: set[str] = set()
-    for number, record in _records(file):
+    for number, record in iter_jsonl(file):
         meme_id = str(record.get("id", f"{file.stem}:{number}"))
         if meme_id in seen:
             raise DatasetError(file, f"duplicate id {meme_id!r}", number)
@@ -144,7 +131,9 @@ def load_rationale_file(path: str | Path) -> dict[str, str]:
     if not file.is_file():
         raise DatasetError(file, "rationale file not found")
     if file.suffix == ".jsonl":
-        return {str(r["id"]): str(r["rationale"]) for _, r in _records(file) if r.get("rationale")}
+        return {
+            str(r["id"]): str(r["rationale"]) for _, r in iter_jsonl(file) if r.get("rationale")
+        }
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
