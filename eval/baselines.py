@@ -7,19 +7,20 @@ distilled Mr.Harm student (task ``meme-harmful-zero-shot`` always runs it).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mmagents._config import Config
+from mmagents.agents._untrusted import untrusted
 from mmagents.errors import ConfigError
 
 __all__ = ["MemeVerdict", "meme_zero_shot", "meme_zero_shot_messages"]
 
 # The tags that delimit untrusted meme data in prompts/meme_zero_shot.yaml: stripped from the data
 # so a meme cannot close its own block and talk to the model as the instructions.
-_DELIMITERS = re.compile(r"</?\s*(?:meme_text|image_caption)\s*>", re.IGNORECASE)
+#: The prompt's delimiting tags, removed from the data so a meme cannot close its block early.
+_TAGS = ("meme_text", "image_caption")
 
 
 class MemeVerdict(BaseModel):
@@ -29,16 +30,12 @@ class MemeVerdict(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0, description="probability that the label is correct")
 
 
-def _untrusted(value: Any) -> str:
-    return _DELIMITERS.sub(" ", str(value or "")).strip()
-
-
 def meme_zero_shot_messages(text: str, caption: str) -> list[Any]:
     """The chat messages for one meme (prompt ``meme_zero_shot``, variant ``default``)."""
     from mmagents.prompts import render_messages
 
     return render_messages(
-        "meme_zero_shot", "default", text=_untrusted(text), caption=_untrusted(caption)
+        "meme_zero_shot", "default", text=untrusted(text, _TAGS), caption=untrusted(caption, _TAGS)
     )
 
 
