@@ -14,7 +14,8 @@ runs), the target field, an answer normaliser and the metrics::
 
 Included files are merged first, the including file last (mappings merge key by key, everything
 else is replaced). Files whose name starts with ``_`` are templates: they can be included but are
-not listed as tasks. The registry lists the built-in files in ``eval/tasks/``, then user files in
+not listed as tasks. The registry lists the built-in files in ``eval/tasks/``, then those of installed plugins (entry
+points in group ``mmagents.tasks``, each naming a YAML file or a folder of them), then user files in
 ``$MMAGENTS_HOME/tasks/`` and in the folders of ``$MMAGENTS_TASK_PATH`` (which shadow built-ins of
 the same name); a task can also be given directly as a path to its YAML file.
 """
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # Includes merge like config layers do: mappings key by key, anything else replaced.
 from mmagents._config import _merge as _deep_merge
+from mmagents._registry import entry_point_targets, import_string
 from mmagents.errors import TaskError
 from mmagents.eval.metrics import METRICS, metric_key
 from mmagents.eval.normalize import NORMALIZERS, Normalizer, build_normalizer
@@ -326,9 +328,37 @@ def _yaml_files(folder: Path) -> Iterator[Path]:
                 yield path
 
 
+def _plugin_tasks() -> dict[str, Path]:
+    """name → file of the installed ``mmagents.tasks`` entry points.
+
+    An entry point resolves to a path (``str``, ``Path`` or an importlib resource): a YAML file is
+    the task named like the entry point; a folder contributes each of its task files by stem.
+
+    Raises:
+        TaskError: the entry point cannot be imported or does not name a YAML file or folder.
+    """
+    found: dict[str, Path] = {}
+    for name, target in entry_point_targets("mmagents.tasks").items():
+        try:
+            path = Path(str(import_string(target)))
+        except (ImportError, ValueError) as exc:
+            raise TaskError(f"task plugin {name!r} ({target}): {exc}") from None
+        if path.is_dir():
+            found.update({p.stem: p for p in _yaml_files(path)})
+        elif path.suffix in (".yaml", ".yml") and path.is_file():
+            found[name] = path
+        else:
+            raise TaskError(
+                f"task plugin {name!r} ({target}) must name a task YAML file or a folder of "
+                f"them, got {path}"
+            )
+    return found
+
+
 def _registry(config_home: Path | None) -> dict[str, Path]:
     """name → file; reading only the folder listings, never the files (lazy)."""
     found: dict[str, Path] = {p.stem: p for p in _yaml_files(_builtin_dir())}
+    found.update(_plugin_tasks())
     for folder in _user_dirs(config_home):
         found.update({p.stem: p for p in _yaml_files(folder)})
     found.update(_EXTRA)

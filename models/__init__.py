@@ -17,7 +17,11 @@ from mmagents.errors import ConfigError
 __all__ = ["BACKENDS", "BACKEND_WRAPPERS", "load_backend", "load_role", "register_backend"]
 
 #: role → backend name → lazy "module:factory". A factory takes the role's options as keywords.
-BACKENDS: dict[str, Registry[Any]] = {role: Registry(f"{role} backend") for role in ROLES}
+#: Installed packages add backends through the ``mmagents.backends`` entry points ``<role>.<name>``.
+BACKENDS: dict[str, Registry[Any]] = {
+    role: Registry(f"{role} backend", group="mmagents.backends", prefix=f"{role}.")
+    for role in ROLES
+}
 
 _BUILTIN = {
     "llm": {

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["TOOLS", "build_tool", "build_tools", "register_tool"]
 
 #: tool name → lazy factory ``(config) -> BaseTool`` (a tool class works: it takes ``config=``).
-TOOLS: Registry[Any] = Registry("tool")
-for _name, _target in {
+#: Installed packages add tools through the ``mmagents.tools`` entry points.
+TOOLS: Registry[Any] = Registry("tool", group="mmagents.tools")
+_ROLE_TOOLS = {
     "caption": "mmagents.tools.roles:CaptionTool",
     "answer_question": "mmagents.tools.roles:AnswerQuestionTool",
     "score_image_text": "mmagents.tools.roles:ScoreImageTextTool",
@@ -27,11 +28,12 @@ for _name, _target in {
     "crop_region": "mmagents.tools.roles:CropRegionTool",
     "generate_image": "mmagents.tools.roles:GenerateImageTool",
     "embed": "mmagents.tools.roles:EmbedTool",
-}.items():
+}
+for _name, _target in _ROLE_TOOLS.items():
     TOOLS.register(_name, _target)
 
 #: The tools over the six roles (the chat agent adds the graph tools to these).
-ROLE_TOOLS = tuple(TOOLS.names())
+ROLE_TOOLS = tuple(sorted(_ROLE_TOOLS))
 
 
 def register_tool(name: str, target: Any, *, replace: bool = False) -> None:
