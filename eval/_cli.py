@@ -9,6 +9,7 @@
     mmagents eval merge runs/s0 runs/s1 runs/s2 runs/s3 --out runs/all
     mmagents eval run meme-harmful --data val.jsonl --backend ray --shards 4 --out runs/all
     mmagents eval report runs/r1 runs/r2 --out reports/r1-vs-r2
+    mmagents eval convert mrharm Mr.Harm/Data --dataset harmc --split train --out harmc.jsonl
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmagents.eval.convert._cli import add_convert_parser
+
 if TYPE_CHECKING:
     from mmagents.eval.runner import RunSummary
 
@@ -26,7 +29,7 @@ __all__ = ["register"]
 
 
 def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """Add the ``eval`` sub-commands (run, list, validate, report, merge)."""
+    """Add the ``eval`` sub-commands (run, list, validate, report, merge, convert)."""
     sub = parser.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
     _add_run(sub.add_parser("run", help="run a task over a dataset", description=_RUN_HELP))
     listing = sub.add_parser("list", help="list the known tasks")
@@ -43,6 +46,7 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     merge.add_argument("runs", nargs="+", metavar="DIR")
     merge.add_argument("--out", required=True, metavar="DIR")
     merge.set_defaults(func=_cmd_merge)
+    add_convert_parser(sub)
     parser.set_defaults(func=lambda args: _usage(parser))
 
 
