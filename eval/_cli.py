@@ -67,6 +67,10 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--data", metavar="PATH", help="data file/folder (default: the task's)")
     run.add_argument("--out", metavar="DIR", help="run folder (default: runs/<task>)")
     run.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
+    run.add_argument("--sample", type=int, metavar="N", help="a seeded random subset of N samples")
+    run.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of --sample (default 0)"
+    )
     run.add_argument("--shard", default="0/1", metavar="i/N", help="run shard i of N (0-based)")
     run.add_argument("--concurrency", type=int, default=1, metavar="K", help="samples in flight")
     run.add_argument("--resume", action="store_true", help="skip ids already done in OUT")
@@ -156,6 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {
         "data": args.data,
         "limit": args.limit,
+        "sample": None if args.sample is None else (args.sample, args.seed),
         "concurrency": args.concurrency,
         "resume": args.resume,
         "overwrite": args.overwrite,

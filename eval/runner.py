@@ -43,6 +43,7 @@ from mmagents.eval.results import (
     to_json,
     write_json_atomic,
 )
+from mmagents.eval.sample import seeded_sample
 from mmagents.eval.tasks import TaskSpec, load_task
 
 __all__ = [
@@ -107,10 +108,16 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def select_samples(
-    samples: Sequence[dict[str, Any]], limit: int | None = None, shard: tuple[int, int] = (0, 1)
+    samples: Sequence[dict[str, Any]],
+    limit: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    sample: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The first ``limit`` samples, then every N-th of them from ``i`` (round-robin shards), so
-    the shards of a limited run together cover exactly the unsharded limited run."""
+    """The seeded subset ``sample=(N, seed)`` (if given), its first ``limit`` samples, then every
+    N-th of them from ``i`` (round-robin shards), so the shards of a limited run together cover
+    exactly the unsharded limited run."""
+    if sample is not None:
+        samples = seeded_sample(samples, *sample)
     chosen = list(samples[:limit] if limit is not None else samples)
     index, count = shard
     return chosen[index::count]
@@ -301,6 +308,7 @@ def run_task(
     data: str | Path | None = None,
     limit: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    sample: tuple[int, int] | None = None,
     concurrency: int = 1,
     resume: bool = False,
     overwrite: bool = False,
@@ -317,6 +325,8 @@ def run_task(
         out: The run folder (``results.jsonl``, ``metrics.json``, ``task.yaml``).
         data: Data file or folder (default: the task's ``dataset.path``).
         limit: Use only the first ``limit`` samples.
+        sample: ``(N, seed)``: a seeded random subset of N samples, in file order (before
+            ``limit``; see :func:`mmagents.eval.sample.seeded_sample`).
         shard: ``(i, N)``: run the i-th of N round-robin shards of the (limited) samples.
         concurrency: Samples in flight at once (threads).
         resume: Keep the successful records already in ``out`` and run the rest.
@@ -340,7 +350,7 @@ def run_task(
     runner = _load_runner(spec)
     run_options = {**spec.options, **(options or {})}
     _check_options(runner, spec.runner, run_options)
-    selection = select_samples(load_dataset(spec, data), limit, shard)
+    selection = select_samples(load_dataset(spec, data), limit, shard, sample)
     out = Path(out).expanduser()
     with FolderLock(out):
         kept, torn = _prepare_folder(out, resume, overwrite)
@@ -366,6 +376,7 @@ def run_task(
             "new_errors": sum(errors.values()),
             "data": str(spec.data_path(data).resolve()),
             "limit": limit,
+            "sample": None if sample is None else {"n": sample[0], "seed": sample[1]},
             "shard": f"{shard[0]}/{shard[1]}",
             "concurrency": concurrency,
             "options": to_json(run_options),
