@@ -12,15 +12,17 @@ is their mean mapped to [0, 1], the number the filter thresholds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field
 
-from mmagents.models.structured import Structured, ainvoke_structured, invoke_structured
-from mmagents.prompts import load_prompt, render_messages
+from mmagents.agents import factory
+from mmagents.models.structured import Structured
+from mmagents.prompts import render_messages
 
 __all__ = [
     "CRITERIA",
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 ROLE = "coherence_judge"
+#: Version of ``prompts/coherence_judge.yaml`` (part of cache keys).
+prompt_version = partial(factory.prompt_version, ROLE)
 CRITERIA = ("relevance", "progression", "consistency", "completeness")
 #: Long steps are cut for the judge: a small model's context is a few thousand tokens.
 MAX_STEP_CHARS = 600
@@ -64,11 +68,6 @@ class JudgeInput(TypedDict):
     steps: Sequence[dict[str, str]]
 
 
-def prompt_version() -> int:
-    """Version of ``prompts/coherence_judge.yaml`` (part of cache keys)."""
-    return load_prompt(ROLE).version
-
-
 def judge_messages(inputs: JudgeInput) -> list[BaseMessage]:
     """Render the rubric prompt for a document (long step texts are cut)."""
     steps = [
@@ -88,23 +87,13 @@ def build_coherence_judge(
     """Build the judge runnable (sync and async).
 
     Args:
-        llm: Any LangChain chat model; structured output goes through
-            :func:`~mmagents.models.structured.invoke_structured`.
+        llm: Any LangChain chat model.
         max_repairs: Repair attempts when the output does not validate.
 
     Returns:
         A runnable mapping :class:`JudgeInput` to validated :class:`CoherenceScores` with the
         attempt count; it raises :class:`~mmagents.errors.StructuredOutputError` after the repairs.
     """
-
-    def run(inputs: JudgeInput, config: RunnableConfig) -> Structured[CoherenceScores]:
-        return invoke_structured(
-            llm, CoherenceScores, judge_messages(inputs), max_repairs=max_repairs, config=config
-        )
-
-    async def arun(inputs: JudgeInput, config: RunnableConfig) -> Structured[CoherenceScores]:
-        return await ainvoke_structured(
-            llm, CoherenceScores, judge_messages(inputs), max_repairs=max_repairs, config=config
-        )
-
-    return RunnableLambda(run, afunc=arun, name="coherence_judge")
+    return factory.structured_agent(
+        llm, ROLE, schema=CoherenceScores, messages=judge_messages, max_repairs=max_repairs
+    )

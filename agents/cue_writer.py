@@ -8,17 +8,32 @@ the relation is plausible at all for these categories.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, NotRequired, TypedDict
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mmagents.agents import factory
 from mmagents.agents._output import clean_phrases, compact_schema
-from mmagents.models.structured import Structured, invoke_structured
-from mmagents.prompts import load_prompt, render_messages
+from mmagents.models.structured import Structured
+from mmagents.prompts import render_messages
 
-__all__ = ["ROLE", "CueWeights", "RelationCues", "prompt_version", "write_cues"]
+__all__ = [
+    "ROLE",
+    "CueInput",
+    "CueWeights",
+    "RelationCues",
+    "build_cue_writer",
+    "cue_messages",
+    "prompt_version",
+]
 
 ROLE = "cue_writer"
+#: Version of ``prompts/cue_writer.yaml`` (part of every cue cache key).
+prompt_version = partial(factory.prompt_version, ROLE)
 MAX_CUES = 3
 MAX_CHARS = 60
 
@@ -61,34 +76,44 @@ class RelationCues(BaseModel):
         return clean_phrases(value)
 
 
-def prompt_version() -> int:
-    """Version of ``prompts/cue_writer.yaml`` (part of every cue cache key)."""
-    return load_prompt(ROLE).version
+class CueInput(TypedDict):
+    """The relation "``subject`` ``predicate`` ``object``" between two (super-)categories.
+
+    ``n_cues`` is how many cues per kind the prompt asks for (default 3; the schema caps at
+    :data:`MAX_CUES`).
+    """
+
+    predicate: str
+    subject: str
+    object: str
+    n_cues: NotRequired[int]
 
 
-def write_cues(
-    llm: Any,
-    predicate: str,
-    subject: str,
-    object_: str,
-    *,
-    n_cues: int = 3,
-    config: Any = None,
-) -> Structured[RelationCues]:
-    """Ask ``llm`` for the cues of "``subject`` ``predicate`` ``object_``".
+def cue_messages(inputs: CueInput) -> list[BaseMessage]:
+    """Render the prompt for one (predicate, subject category, object category)."""
+    return render_messages(
+        ROLE,
+        "default",
+        predicate=inputs["predicate"],
+        subject=inputs["subject"],
+        object=inputs["object"],
+        n_cues=inputs.get("n_cues", 3),
+    )
+
+
+def build_cue_writer(
+    llm: BaseChatModel, *, max_repairs: int = 2
+) -> Runnable[CueInput, Structured[RelationCues]]:
+    """Build the cue writer (sync and async).
 
     Args:
         llm: A LangChain chat model (the ``llm`` role).
-        predicate: The relation predicate ("sitting on").
-        subject: Subject (super-)category ("animal").
-        object_: Object (super-)category ("furniture").
-        n_cues: Cues asked for per kind (the schema caps at :data:`MAX_CUES`).
-        config: LangChain ``RunnableConfig`` for the call.
+        max_repairs: Repair attempts when the output does not validate.
 
-    Raises:
-        StructuredOutputError: the answer did not validate after the repairs.
+    Returns:
+        A runnable mapping :class:`CueInput` to validated :class:`RelationCues` with the attempt
+        count; it raises :class:`~mmagents.errors.StructuredOutputError` after the repairs.
     """
-    messages = render_messages(
-        ROLE, "default", predicate=predicate, subject=subject, object=object_, n_cues=n_cues
+    return factory.structured_agent(
+        llm, ROLE, schema=RelationCues, messages=cue_messages, max_repairs=max_repairs
     )
-    return invoke_structured(llm, RelationCues, messages, config=config)

@@ -11,17 +11,31 @@ primate") or the schema's wording, while the bare question gave relevant, if thi
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, NotRequired, TypedDict
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mmagents.agents import factory
 from mmagents.agents._output import clean_phrases, compact_schema
-from mmagents.models.structured import Structured, invoke_structured
-from mmagents.prompts import load_prompt, render_messages
+from mmagents.models.structured import Structured
+from mmagents.prompts import render_messages
 
-__all__ = ["ROLE", "Descriptors", "prompt_version", "write_descriptors"]
+__all__ = [
+    "ROLE",
+    "DescriptorInput",
+    "Descriptors",
+    "build_descriptor_writer",
+    "descriptor_messages",
+    "prompt_version",
+]
 
 ROLE = "descriptor_writer"
+#: Version of ``prompts/descriptor_writer.yaml`` (part of every descriptor cache key).
+prompt_version = partial(factory.prompt_version, ROLE)
 #: Bounds the grammar enforces, so a small model cannot ramble past its token budget.
 MIN_DESCRIPTORS = 2
 MAX_DESCRIPTORS = 8
@@ -47,27 +61,38 @@ class Descriptors(BaseModel):
         return clean_phrases(value)
 
 
-def prompt_version() -> int:
-    """Version of ``prompts/descriptor_writer.yaml`` (part of every descriptor cache key)."""
-    return load_prompt(ROLE).version
+class DescriptorInput(TypedDict):
+    """The class to describe, and how many descriptors the prompt asks for (default 3 to 6)."""
+
+    class_name: str
+    min_items: NotRequired[int]
+    max_items: NotRequired[int]
 
 
-def write_descriptors(
-    llm: Any, class_name: str, *, min_items: int = 3, max_items: int = 6, config: Any = None
-) -> Structured[Descriptors]:
-    """Ask ``llm`` for the visual descriptors of ``class_name``.
+def descriptor_messages(inputs: DescriptorInput) -> list[BaseMessage]:
+    """Render the prompt for one class (the schema still allows 2 to :data:`MAX_DESCRIPTORS`)."""
+    return render_messages(
+        ROLE,
+        "default",
+        class_name=inputs["class_name"],
+        min_items=inputs.get("min_items", 3),
+        max_items=inputs.get("max_items", 6),
+    )
+
+
+def build_descriptor_writer(
+    llm: BaseChatModel, *, max_repairs: int = 2
+) -> Runnable[DescriptorInput, Structured[Descriptors]]:
+    """Build the descriptor writer (sync and async).
 
     Args:
         llm: A LangChain chat model (the ``llm`` role).
-        class_name: The class, as a user would name it ("tabby cat").
-        min_items: Fewest descriptors asked for in the prompt (the schema requires 2).
-        max_items: Most descriptors asked for (the schema caps at :data:`MAX_DESCRIPTORS`).
-        config: LangChain ``RunnableConfig`` for the call (callbacks, tags).
+        max_repairs: Repair attempts when the output does not validate.
 
-    Raises:
-        StructuredOutputError: the answer did not validate after the repairs.
+    Returns:
+        A runnable mapping :class:`DescriptorInput` to validated :class:`Descriptors` with the
+        attempt count; it raises :class:`~mmagents.errors.StructuredOutputError` after the repairs.
     """
-    messages = render_messages(
-        ROLE, "default", class_name=class_name, min_items=min_items, max_items=max_items
+    return factory.structured_agent(
+        llm, ROLE, schema=Descriptors, messages=descriptor_messages, max_repairs=max_repairs
     )
-    return invoke_structured(llm, Descriptors, messages, config=config)

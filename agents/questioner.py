@@ -12,25 +12,32 @@ is a short, bounded JSON list, so grammar-constrained decoding keeps even a 135M
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, partial
 from typing import Annotated, Any, NotRequired, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, StringConstraints, create_model, field_validator
 
-from mmagents.models.structured import Structured, ainvoke_structured, invoke_structured
+from mmagents.agents import factory
+from mmagents.models.structured import Structured
 from mmagents.prompts import render_messages
 
 __all__ = [
+    "ROLE",
     "QuestionerInput",
     "SubAnswer",
     "SubQuestions",
     "build_questioner",
+    "prompt_version",
     "questioner_messages",
     "sub_questions_schema",
 ]
+
+ROLE = "questioner"
+#: Version of ``prompts/questioner.yaml``.
+prompt_version = partial(factory.prompt_version, ROLE)
 
 #: Bounded so that a grammar forces the string to close before ``max_tokens`` runs out.
 SubQuestion = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=120)]
@@ -97,7 +104,7 @@ def questioner_messages(inputs: QuestionerInput, *, max_sub_questions: int) -> l
     if sub_answers:
         extra = {"sub_answers": sub_answers, "analysis": inputs.get("analysis") or ""}
     return render_messages(
-        "questioner",
+        ROLE,
         variant,
         question=inputs["question"],
         caption=inputs["caption"],
@@ -113,8 +120,7 @@ def build_questioner(
     """Build the questioner runnable (sync and async).
 
     Args:
-        llm: Any LangChain chat model; structured output goes through
-            :func:`~mmagents.models.structured.invoke_structured`.
+        llm: Any LangChain chat model.
         max_sub_questions: Upper bound on sub-questions per round (enforced by the schema).
         max_repairs: Repair attempts when the output does not validate.
 
@@ -123,16 +129,10 @@ def build_questioner(
         its attempt count. It raises :class:`~mmagents.errors.StructuredOutputError` after the
         repairs.
     """
-    schema = sub_questions_schema(max_sub_questions)
-
-    def run(inputs: QuestionerInput, config: RunnableConfig) -> Structured[SubQuestions]:
-        messages = questioner_messages(inputs, max_sub_questions=max_sub_questions)
-        return invoke_structured(llm, schema, messages, max_repairs=max_repairs, config=config)
-
-    async def arun(inputs: QuestionerInput, config: RunnableConfig) -> Structured[SubQuestions]:
-        messages = questioner_messages(inputs, max_sub_questions=max_sub_questions)
-        return await ainvoke_structured(
-            llm, schema, messages, max_repairs=max_repairs, config=config
-        )
-
-    return RunnableLambda(run, afunc=arun, name="questioner")
+    return factory.structured_agent(
+        llm,
+        ROLE,
+        schema=sub_questions_schema(max_sub_questions),
+        messages=partial(questioner_messages, max_sub_questions=max_sub_questions),
+        max_repairs=max_repairs,
+    )

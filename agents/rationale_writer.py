@@ -15,22 +15,29 @@ output format (the schema is enforced, extra keys are dropped).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, NotRequired, TypedDict
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mmagents.agents import factory
 from mmagents.agents._label_leak import find_label_leaks, strip_label_mentions
 from mmagents.agents._untrusted import untrusted
+from mmagents.agents.meme_labels import LABELS
 from mmagents.errors import RationaleLeakError
-from mmagents.models.structured import invoke_structured
-from mmagents.prompts import load_prompt, render_messages
+from mmagents.models.structured import Structured
+from mmagents.prompts import render_messages
 
 __all__ = [
     "LABELS",
     "ROLE",
     "MemeRationale",
+    "RationaleInput",
     "RationaleResult",
+    "build_rationale_writer",
     "find_label_leaks",
     "prompt_version",
     "rationale_messages",
@@ -39,7 +46,8 @@ __all__ = [
 ]
 
 ROLE = "rationale_writer"
-LABELS = ("harmful", "harmless")
+#: Version of ``prompts/rationale_writer.yaml`` (part of rationale cache keys).
+prompt_version = partial(factory.prompt_version, ROLE)
 _TAGS = ("meme_text", "image_caption")
 MIN_CHARS = 20
 MAX_CHARS = 2000
@@ -80,9 +88,12 @@ class RationaleResult:
     leak_stripped: bool = False
 
 
-def prompt_version() -> int:
-    """Version of ``prompts/rationale_writer.yaml`` (part of rationale cache keys)."""
-    return load_prompt(ROLE).version
+class RationaleInput(TypedDict):
+    """One meme: its text (OCR) and caption, both untrusted, and the gold label if known."""
+
+    text: str
+    caption: str
+    label: NotRequired[str | None]
 
 
 def rationale_messages(text: str, caption: str, label: str | None = None) -> list[BaseMessage]:
@@ -99,6 +110,48 @@ def rationale_messages(text: str, caption: str, label: str | None = None) -> lis
     return render_messages(ROLE, "with_label", label=label, **data)
 
 
+def _steps(inputs: RationaleInput) -> factory.Steps[RationaleResult]:
+    """Ask once; on a label leak ask for one rewrite; cut what still leaks."""
+    messages = rationale_messages(inputs["text"], inputs["caption"], inputs.get("label"))
+    first: Structured[MemeRationale] = yield MemeRationale, messages
+    rationale, calls = first.value.rationale.strip(), first.attempts
+    leaks = find_label_leaks(rationale)
+    if not leaks:
+        return RationaleResult(rationale, calls)
+    # One rewrite: the model sees its answer and which terms gave the verdict away.
+    repair = render_messages(ROLE, "repair_leak", terms=", ".join(dict.fromkeys(leaks)))
+    retry: Structured[MemeRationale] = yield (
+        MemeRationale,
+        [*messages, AIMessage(content=first.raw), *repair],
+    )
+    rationale, calls = retry.value.rationale.strip(), calls + retry.attempts
+    if not find_label_leaks(rationale):
+        return RationaleResult(rationale, calls, leak_rewritten=True)
+    stripped = strip_label_mentions(rationale)
+    if not stripped:
+        raise RationaleLeakError(rationale, find_label_leaks(rationale))
+    return RationaleResult(stripped, calls, leak_rewritten=True, leak_stripped=True)
+
+
+def build_rationale_writer(
+    llm: BaseChatModel, *, max_repairs: int = 2
+) -> Runnable[RationaleInput, RationaleResult]:
+    """Build the rationale writer (sync and async): a label-free abductive rationale per meme.
+
+    Args:
+        llm: A LangChain chat model (the ``llm`` role).
+        max_repairs: Structured-output repairs per call.
+
+    Returns:
+        A runnable mapping :class:`RationaleInput` to a :class:`RationaleResult`. It raises
+        ``ValueError`` for a label other than harmful/harmless,
+        :class:`~mmagents.errors.StructuredOutputError` when no valid JSON answer came after the
+        repairs and :class:`~mmagents.errors.RationaleLeakError` when every sentence of the
+        rewritten answer still states the label.
+    """
+    return factory.stepwise_agent(llm, ROLE, _steps, max_repairs=max_repairs)
+
+
 def write_rationale(
     llm: Any,
     text: str,
@@ -108,7 +161,7 @@ def write_rationale(
     max_repairs: int = 2,
     config: Any = None,
 ) -> RationaleResult:
-    """Ask ``llm`` for the abductive rationale of one meme, free of label statements.
+    """The rationale of one meme: :func:`build_rationale_writer` invoked once.
 
     Args:
         llm: A LangChain chat model (the ``llm`` role).
@@ -122,25 +175,5 @@ def write_rationale(
         StructuredOutputError: no valid JSON answer after the repairs.
         RationaleLeakError: every sentence of the rewritten answer still states the label.
     """
-    messages = rationale_messages(text, caption, label)
-    first = invoke_structured(llm, MemeRationale, messages, max_repairs=max_repairs, config=config)
-    rationale, calls = first.value.rationale.strip(), first.attempts
-    leaks = find_label_leaks(rationale)
-    if not leaks:
-        return RationaleResult(rationale, calls)
-    # One rewrite: the model sees its answer and which terms gave the verdict away.
-    repair = render_messages(ROLE, "repair_leak", terms=", ".join(dict.fromkeys(leaks)))
-    retry = invoke_structured(
-        llm,
-        MemeRationale,
-        [*messages, AIMessage(content=first.raw), *repair],
-        max_repairs=max_repairs,
-        config=config,
-    )
-    rationale, calls = retry.value.rationale.strip(), calls + retry.attempts
-    if not find_label_leaks(rationale):
-        return RationaleResult(rationale, calls, leak_rewritten=True)
-    stripped = strip_label_mentions(rationale)
-    if not stripped:
-        raise RationaleLeakError(rationale, find_label_leaks(rationale))
-    return RationaleResult(stripped, calls, leak_rewritten=True, leak_stripped=True)
+    writer = build_rationale_writer(llm, max_repairs=max_repairs)
+    return writer.invoke(RationaleInput(text=text, caption=caption, label=label), config)

@@ -11,26 +11,33 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, partial
 from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, StringConstraints, create_model, field_validator
 
+from mmagents.agents import factory
 from mmagents.agents.questioner import SubAnswer
-from mmagents.models.structured import Structured, ainvoke_structured, invoke_structured
+from mmagents.models.structured import Structured
 from mmagents.prompts import render_messages
 
 __all__ = [
+    "ROLE",
     "ReasonerInput",
     "Reasoning",
     "build_reasoner",
     "match_choice",
+    "prompt_version",
     "reasoner_messages",
     "reasoning_schema",
 ]
+
+ROLE = "reasoner"
+#: Version of ``prompts/reasoner.yaml``.
+prompt_version = partial(factory.prompt_version, ROLE)
 
 # Bounded strings: a grammar then has to close them, so a rambling small model still emits JSON.
 Analysis = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=400)]
@@ -119,7 +126,7 @@ def reasoning_schema(choices: tuple[str, ...] = (), final: bool = False) -> type
 def reasoner_messages(inputs: ReasonerInput) -> list[BaseMessage]:
     """Render the normal or final-round prompt for ``inputs``."""
     return render_messages(
-        "reasoner",
+        ROLE,
         "final_round" if inputs.get("final") else "normal",
         question=inputs["question"],
         caption=inputs["caption"],
@@ -128,14 +135,17 @@ def reasoner_messages(inputs: ReasonerInput) -> list[BaseMessage]:
     )
 
 
+def _schema_of(inputs: ReasonerInput) -> type[Reasoning]:
+    return reasoning_schema(tuple(inputs.get("choices") or ()), bool(inputs.get("final")))
+
+
 def build_reasoner(
     llm: BaseChatModel, *, max_repairs: int = 2
 ) -> Runnable[ReasonerInput, Structured[Reasoning]]:
     """Build the reasoner runnable (sync and async).
 
     Args:
-        llm: Any LangChain chat model; structured output goes through
-            :func:`~mmagents.models.structured.invoke_structured`.
+        llm: Any LangChain chat model.
         max_repairs: Repair attempts when the output does not validate.
 
     Returns:
@@ -143,26 +153,6 @@ def build_reasoner(
         by the input's choices and ``final`` flag) with its attempt count. It raises
         :class:`~mmagents.errors.StructuredOutputError` after the repairs.
     """
-
-    def schema_of(inputs: ReasonerInput) -> type[Reasoning]:
-        return reasoning_schema(tuple(inputs.get("choices") or ()), bool(inputs.get("final")))
-
-    def run(inputs: ReasonerInput, config: RunnableConfig) -> Structured[Reasoning]:
-        return invoke_structured(
-            llm,
-            schema_of(inputs),
-            reasoner_messages(inputs),
-            max_repairs=max_repairs,
-            config=config,
-        )
-
-    async def arun(inputs: ReasonerInput, config: RunnableConfig) -> Structured[Reasoning]:
-        return await ainvoke_structured(
-            llm,
-            schema_of(inputs),
-            reasoner_messages(inputs),
-            max_repairs=max_repairs,
-            config=config,
-        )
-
-    return RunnableLambda(run, afunc=arun, name="reasoner")
+    return factory.structured_agent(
+        llm, ROLE, schema=_schema_of, messages=reasoner_messages, max_repairs=max_repairs
+    )

@@ -13,16 +13,17 @@ other backend is asked again (bounded repairs) when it does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, partial
 from typing import NotRequired, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, create_model
 
-from mmagents.models.structured import Structured, ainvoke_structured, invoke_structured
-from mmagents.prompts import load_prompt, render_messages
+from mmagents.agents import factory
+from mmagents.models.structured import Structured
+from mmagents.prompts import render_messages
 
 __all__ = [
     "ROLE",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 ROLE = "step_planner"
+#: Version of ``prompts/step_planner.yaml`` (part of cache keys).
+prompt_version = partial(factory.prompt_version, ROLE)
 #: Bounds keep a small model from rambling past its token budget.
 MAX_TITLE_CHARS = 60
 MAX_TEXT_CHARS = 200
@@ -70,18 +73,19 @@ class StepPlan(BaseModel):
 
 @cache
 def plan_schema(n: int) -> type[StepPlan]:
-    """A :class:`StepPlan` subclass that requires exactly ``n`` steps."""
+    """A :class:`StepPlan` subclass that requires exactly ``n`` steps.
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
     schema: type[StepPlan] = create_model(
         "StepPlan",
         __base__=StepPlan,
         steps=(list[PlannedStep], Field(min_length=n, max_length=n)),
     )
     return schema
-
-
-def prompt_version() -> int:
-    """Version of ``prompts/step_planner.yaml`` (part of cache keys)."""
-    return load_prompt(ROLE).version
 
 
 def step_planner_messages(inputs: StepPlannerInput) -> list[BaseMessage]:
@@ -93,14 +97,17 @@ def step_planner_messages(inputs: StepPlannerInput) -> list[BaseMessage]:
     return render_messages(ROLE, variant, topic=inputs["topic"], n=inputs["n"], previous=previous)
 
 
+def _schema_of(inputs: StepPlannerInput) -> type[StepPlan]:
+    return plan_schema(inputs["n"])
+
+
 def build_step_planner(
     llm: BaseChatModel, *, max_repairs: int = 2
 ) -> Runnable[StepPlannerInput, Structured[StepPlan]]:
     """Build the step-planner runnable (sync and async).
 
     Args:
-        llm: Any LangChain chat model; structured output goes through
-            :func:`~mmagents.models.structured.invoke_structured`.
+        llm: Any LangChain chat model.
         max_repairs: Repair attempts when the output does not validate.
 
     Returns:
@@ -108,20 +115,6 @@ def build_step_planner(
         attempt count. It raises ``ValueError`` when ``n < 1`` and
         :class:`~mmagents.errors.StructuredOutputError` after the repairs.
     """
-
-    def prepared(inputs: StepPlannerInput) -> tuple[type[StepPlan], list[BaseMessage]]:
-        if inputs["n"] < 1:
-            raise ValueError(f"n must be at least 1, got {inputs['n']}")
-        return plan_schema(inputs["n"]), step_planner_messages(inputs)
-
-    def run(inputs: StepPlannerInput, config: RunnableConfig) -> Structured[StepPlan]:
-        schema, messages = prepared(inputs)
-        return invoke_structured(llm, schema, messages, max_repairs=max_repairs, config=config)
-
-    async def arun(inputs: StepPlannerInput, config: RunnableConfig) -> Structured[StepPlan]:
-        schema, messages = prepared(inputs)
-        return await ainvoke_structured(
-            llm, schema, messages, max_repairs=max_repairs, config=config
-        )
-
-    return RunnableLambda(run, afunc=arun, name="step_planner")
+    return factory.structured_agent(
+        llm, ROLE, schema=_schema_of, messages=step_planner_messages, max_repairs=max_repairs
+    )

@@ -11,9 +11,18 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mmagents.agents.meme_labels import SYNONYMS as MEME_LABEL_SYNONYMS
 from mmagents.errors import TaskError
 
-__all__ = ["NORMALIZERS", "Normalizer", "build_normalizer", "label_map", "lower", "vqa_normalize"]
+__all__ = [
+    "NORMALIZERS",
+    "Normalizer",
+    "build_normalizer",
+    "label_map",
+    "lower",
+    "meme_label",
+    "vqa_normalize",
+]
 
 Normalizer = Callable[[Any], Any]
 
@@ -107,6 +116,16 @@ def label_map(mapping: Mapping[str, Sequence[Any]]) -> Normalizer:
     return normalise
 
 
+def meme_label() -> Normalizer:
+    """The harmful/harmless normaliser: the vocabulary the meme training data is read with.
+
+    Every spelling of :data:`mmagents.agents.meme_labels.SYNONYMS` (``"somewhat harmful"``,
+    ``"offensive"``, ``1`` ...) becomes ``harmful`` or ``harmless``; anything else is lower-cased
+    and counts as wrong.
+    """
+    return label_map(MEME_LABEL_SYNONYMS)
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -117,6 +136,7 @@ NORMALIZERS: dict[str, Callable[..., Normalizer]] = {
     "lower": lambda: lower,
     "vqa": lambda: vqa_normalize,
     "label_map": label_map,
+    "meme_label": meme_label,
 }
 
 

@@ -1,9 +1,9 @@
 """Meme datasets for distillation: JSONL records, teacher rationales, seeded stratified splits.
 
 Records follow the shared Harm-C / Harm-P / FHM layout: ``id``, ``text`` (OCR), ``caption``
-(ClipCap), ``label`` (``harmful`` / ``harmless``; fine labels such as ``"somewhat harmful"`` and
-0/1 are accepted) and, for training sets with a teacher, ``rationale``. Teacher rationales may also
-come from a separate file in the published format, a JSON object ``{id: rationale}`` (what
+(ClipCap), ``label`` (``harmful`` / ``harmless``; the spellings of
+:mod:`mmagents.agents.meme_labels` such as ``"somewhat harmful"`` and 0/1 are accepted) and, for
+training sets with a teacher, ``rationale``. Teacher rationales may also come from a separate file in the published format, a JSON object ``{id: rationale}`` (what
 :func:`mmagents.graphs.meme.write_rationales` writes); JSONL with ``id`` + ``rationale`` works too.
 
 Only the standard library is imported here: the training code runs where pydantic/langchain are
@@ -18,8 +18,8 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
+from mmagents.agents.meme_labels import LABELS, normalise_label
 from mmagents.errors import DatasetError
 from mmagents.eval.datasets import iter_jsonl
 
@@ -36,12 +36,6 @@ __all__ = [
     "write_memes",
 ]
 
-#: Class order of every student: index 1 is the positive class.
-LABELS: tuple[str, str] = ("harmless", "harmful")
-
-_HARMFUL = {"harmful", "very harmful", "somewhat harmful", "partially harmful", "hateful", "1"}
-_HARMLESS = {"harmless", "not harmful", "not hateful", "benign", "0"}
-
 
 @dataclass(frozen=True)
 class MemeExample:
@@ -52,20 +46,6 @@ class MemeExample:
     caption: str
     label: str | None = None
     rationale: str | None = None
-
-
-def normalise_label(value: Any) -> str:
-    """``"harmful"`` or ``"harmless"`` from the labels the meme datasets use.
-
-    Raises:
-        ValueError: an unknown label.
-    """
-    key = str(value).strip().lower()
-    if key in _HARMFUL:
-        return "harmful"
-    if key in _HARMLESS:
-        return "harmless"
-    raise ValueError(f"unknown meme label {value!r}")
 
 
 def label_index(label: str) -> int:

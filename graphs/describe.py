@@ -193,7 +193,8 @@ class _Describer:
 
         def write() -> list[str]:
             nonlocal attempts
-            answer = descriptor_writer.write_descriptors(self.llm, class_name)
+            writer = descriptor_writer.build_descriptor_writer(self.llm)
+            answer = writer.invoke({"class_name": class_name})
             attempts = answer.attempts
             return list(answer.value.visual_features)
 

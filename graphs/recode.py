@@ -301,12 +301,13 @@ class _Recoder:
 
         def write() -> dict[str, Any]:
             nonlocal attempts
-            answer = cue_writer.write_cues(
-                self.model("llm"),
-                state["predicate"],
-                state["subject_group"],
-                state["object_group"],
-                n_cues=self.options.n_cues,
+            answer = cue_writer.build_cue_writer(self.model("llm")).invoke(
+                {
+                    "predicate": state["predicate"],
+                    "subject": state["subject_group"],
+                    "object": state["object_group"],
+                    "n_cues": self.options.n_cues,
+                }
             )
             attempts = answer.attempts
             return answer.value.model_dump()

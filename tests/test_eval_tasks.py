@@ -68,7 +68,7 @@ def test_include_by_task_name_and_in_user_folder(tmp_path: Path) -> None:
     assert "mine" in [t.name for t in list_tasks(home)]
     spec = load_task("mine", home)
     assert spec.task == "mine" and spec.version == 7
-    assert spec.normalizer.name == "label_map"
+    assert spec.normalizer.name == "meme_label"
 
 
 def test_task_path_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

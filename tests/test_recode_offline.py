@@ -76,8 +76,9 @@ def test_fixture_samples_offline(
 )
 def test_cue_writer_with_the_offline_llm(offline_config: Config) -> None:
     pytest.importorskip("llama_cpp")
-    from mmagents.agents.cue_writer import write_cues
+    from mmagents.agents.cue_writer import build_cue_writer
     from mmagents.models import load_role
 
-    answer = write_cues(load_role("llm", offline_config), "on", "animal", "tableware")
+    writer = build_cue_writer(load_role("llm", offline_config))
+    answer = writer.invoke({"predicate": "on", "subject": "animal", "object": "tableware"})
     assert answer.value.subject_cues and answer.value.spatial_cues
