@@ -4,8 +4,8 @@
   :class:`~mmagents.errors.BackendUnavailableError` with the install hint;
 * :func:`resolve_device` / :func:`resolve_dtype` turn config strings (``"auto"``, ``"cuda:1"``,
   ``"bf16"``) into torch objects;
-* :func:`load_once` keeps one loaded model per process and key, however many backend objects or
-  threads ask for it, and pairs it with the lock its inference calls take;
+* :class:`Loaded` pairs a loaded model with its companions and the lock its inference calls take
+  (loaded once per process through :func:`mmagents.models.base.load_once`, re-exported here);
 * :func:`loading` turns a failed ``from_pretrained`` into a typed error naming the model.
 
 Nothing here imports torch at module import time.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from mmagents.errors import BackendError, BackendUnavailableError
+from mmagents.models.base import load_once
 
 __all__ = [
     "Loaded",
@@ -135,21 +136,6 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_CACHE: dict[Hashable, Loaded] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def load_once(key: Hashable, loader: Callable[[], Loaded]) -> Loaded:
-    """Return the process-wide :class:`Loaded` for ``key``, calling ``loader`` the first time only.
-
-    Loading holds one global lock, so two threads asking for the same model load it once.
-    """
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = loader()
-        return _CACHE[key]
 
 
 def _looks_local(name: str) -> bool:

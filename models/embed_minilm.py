@@ -9,13 +9,13 @@ shares it).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmagents.errors import BackendError, BackendUnavailableError
+from mmagents.models.base import load_once
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -52,8 +52,6 @@ class MiniLMEmbedder:
     """
 
     name = "minilm"
-    _MODELS: ClassVar[dict[tuple[str, str], SentenceTransformer]] = {}
-    _LOCK: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 64) -> None:
         self.model = model
@@ -66,23 +64,21 @@ class MiniLMEmbedder:
         return self.model or str(default_minilm_path())
 
     def _load(self) -> SentenceTransformer:
-        key = (self.model_id, self.device)
-        with self._LOCK:
-            if key not in self._MODELS:
-                try:
-                    from sentence_transformers import SentenceTransformer
-                except ImportError as exc:
-                    raise BackendUnavailableError(
-                        "the minilm backend needs sentence-transformers: "
-                        "pip install 'mmagents[offline]'"
-                    ) from exc
-                try:
-                    self._MODELS[key] = SentenceTransformer(key[0], device=self.device)
-                except OSError as exc:
-                    raise BackendUnavailableError(
-                        f"cannot load sentence-transformers model {key[0]!r}: {exc}"
-                    ) from exc
-            return self._MODELS[key]
+        return load_once(("embed-minilm", self.model_id, self.device), self._read)
+
+    def _read(self) -> SentenceTransformer:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "the minilm backend needs sentence-transformers: pip install 'mmagents[offline]'"
+            ) from exc
+        try:
+            return SentenceTransformer(self.model_id, device=self.device)
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"cannot load sentence-transformers model {self.model_id!r}: {exc}"
+            ) from exc
 
     @property
     def dim(self) -> int:

@@ -21,7 +21,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import ConfigDict, PrivateAttr
 
-from mmagents.models.base import GeneratedImage, OcrLine
+from mmagents.models.base import GeneratedImage, OcrLine, ScorerBase
 
 __all__ = [
     "FakeEmbedder",
@@ -119,7 +119,7 @@ class FakeVLM:
         return f"fake answer to: {question}"
 
 
-class FakeScorer:
+class FakeScorer(ScorerBase):
     """Hash-seeded random unit features: deterministic, meaningless, fast."""
 
     name = "fake-scorer"
@@ -133,9 +133,6 @@ class FakeScorer:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return np.stack([_unit(t, self.dim) for t in texts])
-
-    def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
-        return self.logit_scale * self.embed_images(images) @ self.embed_texts(texts).T
 
 
 class FakeOCR:

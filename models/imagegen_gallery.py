@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmagents.errors import BackendError, ConfigError
-from mmagents.models.base import GeneratedImage
+from mmagents.models.base import GeneratedImage, feature_scores
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -94,8 +94,8 @@ class GalleryRetriever:
         if n < 1:
             raise ValueError("n must be at least 1")
         paths, feats = self._folder_features(self.image_paths())
-        text = self.scorer.embed_texts([prompt])[0]
-        scores = float(self.scorer.logit_scale) * (feats @ text)
+        text = self.scorer.embed_texts([prompt])
+        scores = feature_scores(self.scorer.logit_scale, feats, text)[:, 0]
         order = np.argsort(-scores, kind="stable")[:n]
         return [
             GeneratedImage(

@@ -6,11 +6,10 @@ loads on the first ``read`` call, once per process per set of options.
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from mmagents.errors import BackendError, BackendUnavailableError
-from mmagents.models.base import OcrLine
+from mmagents.models.base import OcrLine, load_once
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -57,27 +56,24 @@ class RapidOCR:
     """
 
     name = "rapidocr"
-    _ENGINES: ClassVar[dict[str, Any]] = {}
-    _LOCK: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, min_confidence: float = 0.5, **engine_options: Any) -> None:
         self.min_confidence = min_confidence
         self.engine_options = engine_options
 
     def _engine(self) -> Any:
-        key = repr(sorted(self.engine_options.items())) + f"|{self.min_confidence}"
-        with self._LOCK:
-            if key not in self._ENGINES:
-                try:
-                    from rapidocr_onnxruntime import RapidOCR as Engine
-                except ImportError as exc:
-                    raise BackendUnavailableError(
-                        "the rapidocr backend needs rapidocr-onnxruntime: "
-                        "pip install 'mmagents[offline]'"
-                    ) from exc
-                # Options go to the constructor: passing them per call mutates shared engine state.
-                self._ENGINES[key] = Engine(text_score=self.min_confidence, **self.engine_options)
-            return self._ENGINES[key]
+        key = ("ocr-rapidocr", repr(sorted(self.engine_options.items())), self.min_confidence)
+        return load_once(key, self._build_engine)
+
+    def _build_engine(self) -> Any:
+        try:
+            from rapidocr_onnxruntime import RapidOCR as Engine
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "the rapidocr backend needs rapidocr-onnxruntime: pip install 'mmagents[offline]'"
+            ) from exc
+        # Options go to the constructor: passing them per call mutates shared engine state.
+        return Engine(text_score=self.min_confidence, **self.engine_options)
 
     def read(self, image: Image.Image) -> list[OcrLine]:
         """Text lines of ``image``, top to bottom (empty when there is no text)."""

@@ -18,6 +18,7 @@ from mmagents.models._hub import (
     resolve_dtype,
     to_device,
 )
+from mmagents.models.base import ScorerBase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +43,7 @@ def _features(output: Any) -> Any:
     return getattr(output, "pooler_output", output)
 
 
-class HFClipScorer:
+class HFClipScorer(ScorerBase):
     """CLIP image–text scorer on transformers.
 
     Args:
@@ -121,7 +122,3 @@ class HFClipScorer:
             ),
             loaded.model.get_text_features,
         )
-
-    def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
-        """``logit_scale * image_features @ text_features.T``, shape ``(len(images), len(texts))``."""
-        return self.logit_scale * (self.embed_images(images) @ self.embed_texts(texts).T)

@@ -25,11 +25,12 @@ import threading
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmagents.errors import BackendError, BackendUnavailableError, ConfigError
+from mmagents.models.base import ScorerBase, load_once
 from mmagents.models.embed_minilm import MiniLMEmbedder
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def _hellinger(dist: np.ndarray) -> np.ndarray:
     return (feats / np.linalg.norm(feats, axis=1, keepdims=True)).astype(np.float32)
 
 
-class LabelSpaceScorer:
+class LabelSpaceScorer(ScorerBase):
     """Image–text scorer through ImageNet class distributions (the ``Scorer`` protocol).
 
     Args:
@@ -122,9 +123,7 @@ class LabelSpaceScorer:
     """
 
     name = "label_space"
-    _CLASSIFIERS: ClassVar[dict[str, Any]] = {}
-    _CLASS_FEATURES: ClassVar[dict[str, np.ndarray]] = {}
-    _LOCK: ClassVar[threading.Lock] = threading.Lock()
+    logit_scale: float = 100.0
 
     def __init__(
         self,
@@ -150,10 +149,7 @@ class LabelSpaceScorer:
 
     def _classifier(self) -> Any:
         path = str(self.weights or default_weights_path())
-        with self._LOCK:
-            if path not in self._CLASSIFIERS:
-                self._CLASSIFIERS[path] = _load_efficientnet_lite0(path)
-            return self._CLASSIFIERS[path]
+        return load_once(("scorer-label_space", path), lambda: _load_efficientnet_lite0(path))
 
     def class_logits(self, images: list[Image.Image]) -> np.ndarray:
         """Classifier logits, shape ``(len(images), 1000)``; one forward pass per batch."""
@@ -190,10 +186,9 @@ class LabelSpaceScorer:
             f"{_EMBEDDINGS_VERSION}\n{self.embedder.model_id}\n".encode()
             + "\n".join(names).encode()
         ).hexdigest()[:16]
-        with self._LOCK:
-            if digest not in self._CLASS_FEATURES:
-                self._CLASS_FEATURES[digest] = self._disk_class_features(digest, names)
-            return self._CLASS_FEATURES[digest]
+        return load_once(
+            ("scorer-label_space-classes", digest), lambda: self._disk_class_features(digest, names)
+        )
 
     def _disk_class_features(self, digest: str, names: tuple[str, ...]) -> np.ndarray:
         path = self._cache_root() / f"classes-{digest}.npy"
@@ -233,15 +228,6 @@ class LabelSpaceScorer:
         if not texts:
             return np.zeros((0, 1000), dtype=np.float32)
         return _hellinger(self.text_class_distribution(texts))
-
-    # -- scores --------------------------------------------------------------------------------
-
-    def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
-        """``logit_scale * embed_images(images) @ embed_texts(texts).T``; shape ``(n_img, n_txt)``."""
-        scores: np.ndarray = self.logit_scale * (
-            self.embed_images(images) @ self.embed_texts(texts).T
-        )
-        return scores
 
 
 def _load_efficientnet_lite0(path: str) -> Any:

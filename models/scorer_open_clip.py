@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmagents.errors import BackendError
 from mmagents.models._hub import Loaded, load_once, loading, require, resolve_device
+from mmagents.models.base import ScorerBase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,8 +63,11 @@ def _load(
     return Loaded(clip, extras, device)
 
 
-class OpenClipScorer:
+class OpenClipScorer(ScorerBase):
     """CLIP-style image–text scorer on open_clip.
+
+    Scores are ``logit_scale * image_features @ text_features.T``; SigLIP models also learn a
+    bias, which shifts every score equally and is left out.
 
     Args:
         model: Architecture name (``ViT-B-32``) or ``hf-hub:org/repo`` / ``local-dir:/path``.
@@ -161,10 +165,3 @@ class OpenClipScorer:
             tokenizer(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)
         ]
         return self._encode(batches, loaded.model.encode_text)
-
-    def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
-        """``logit_scale * image_features @ text_features.T``, shape ``(len(images), len(texts))``.
-
-        SigLIP models also learn a bias; it shifts every score equally, so it is left out.
-        """
-        return self.logit_scale * (self.embed_images(images) @ self.embed_texts(texts).T)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmagents.errors import BackendError
+from mmagents.models.base import feature_scores
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -178,9 +179,9 @@ class SocraticVLM:
         names = imagenet_labels()
         if self._label_features is None:
             self._label_features = scorer.embed_texts([f"a photo of a {n}." for n in names])
-        logits = float(scorer.logit_scale) * (
-            scorer.embed_images([image])[0] @ self._label_features.T
-        )
+        logits = feature_scores(
+            scorer.logit_scale, scorer.embed_images([image]), self._label_features
+        )[0]
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         return [(names[i], float(probs[i])) for i in np.argsort(-probs)[: self.top_k]]
