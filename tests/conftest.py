@@ -2,7 +2,11 @@
 
 * ``home`` / ``config``: an isolated ``MMAGENTS_HOME`` per test, offline profile.
 * ``fake_config``: every role on the deterministic ``fake`` backends (graph-logic tests).
-* ``offline_config``: the real offline defaults (session-scoped so weights load once).
+* ``offline_config``: the real offline defaults (session-scoped so weights load once), except that
+  the llm is SmolLM2-135M (zoo ``smollm2-135m``): these tests check plumbing, and it is 4x faster
+  than the default planner. ``config`` uses it too.
+* ``quality_config``: the real offline defaults unchanged (Qwen2.5-Coder-0.5B), for tests of what
+  the planner writes.
 * ``shared_data``: ``../shared/data`` when present, else the test is skipped with the reason.
 """
 
@@ -19,6 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The fast test model for tests where answer quality is not what is tested.
+PLUMBING_LLM = {"MMAGENTS_LLM__MODEL": "smollm2-135m"}
 
 
 @pytest.fixture
@@ -28,7 +34,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(home: Path) -> Config:
-    return load_config(environ={"MMAGENTS_HOME": str(home)})
+    return load_config(environ={"MMAGENTS_HOME": str(home), **PLUMBING_LLM})
 
 
 @pytest.fixture
@@ -42,7 +48,16 @@ def fake_config(home: Path) -> Config:
 @pytest.fixture(scope="session")
 def offline_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     home = tmp_path_factory.mktemp("offline-home")
-    return load_config(environ={"MMAGENTS_HOME": str(home)})
+    return load_config(environ={"MMAGENTS_HOME": str(home), **PLUMBING_LLM})
+
+
+@pytest.fixture(scope="session")
+def quality_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    # The zoo model is assembled into the default <home>/models once, not per test session.
+    home = tmp_path_factory.mktemp("quality-home")
+    config = load_config(environ={"MMAGENTS_HOME": str(home)})
+    assert config.role("llm").options.get("model") == "qwen2.5-coder-0.5b"
+    return config
 
 
 @pytest.fixture(scope="session")

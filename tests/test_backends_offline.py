@@ -295,7 +295,7 @@ def test_socratic_answer_with_the_real_llm(scorer: LabelSpaceScorer, photos: dic
     pytest.importorskip("llama_cpp")
     from mmagents.models.llm_llamacpp import LlamaCppChat
 
-    llm = LlamaCppChat(temperature=0.0, max_tokens=40, n_ctx=1024)
+    llm = LlamaCppChat(model="smollm2-135m", temperature=0.0, max_tokens=40, n_ctx=1024)
     vlm = SocraticVLM(scorer=scorer, ocr=FakeOCR(text=""), llm=llm, read_text=False)
     answer = vlm.answer(photos["cat"], "What animal is in the picture?")
     assert 0 < len(answer) <= 200 and "\n" not in answer

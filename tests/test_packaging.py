@@ -74,6 +74,7 @@ def test_wheel_imports_in_a_clean_venv(wheel: Path, tmp_path: Path) -> None:
         "import sys, mmagents, mmagents.models, mmagents.tools, mmagents.prompts, mmagents.graphs;"
         "from mmagents import load_config;"
         "assert load_config(environ={}).role('llm').backend == 'llamacpp';"
+        "from mmagents.models import zoo; assert 'qwen2.5-coder-0.5b' in zoo.zoo();"
         "assert not {'torch','transformers','diffusers','llama_cpp'} & set(sys.modules);"
         "print(mmagents.__file__)"
     )
