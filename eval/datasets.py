@@ -1,4 +1,5 @@
-"""Dataset loaders: JSONL files and image folders, with errors that name the file and line.
+"""Dataset loaders: JSONL files, image folders and Hugging Face datasets (:mod:`mmagents.eval.hf`),
+with errors that name the file and line (or row).
 
 Every sample is a plain dict with a string ``id`` (from the task's ``id_field``, else
 ``<file stem>:<line>``); ids must be unique because ``--resume`` and ``merge`` key on them.
@@ -11,10 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmagents.errors import DatasetError
 from mmagents.eval.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from mmagents._config import Config
 
 __all__ = ["IMAGE_SUFFIXES", "iter_jsonl", "load_dataset", "load_image_folder", "load_jsonl"]
 
@@ -146,16 +150,37 @@ def load_image_folder(root: str | Path, *, label_field: str = "label") -> list[d
     return samples
 
 
-def load_dataset(task: TaskSpec, path: str | Path | None = None) -> list[dict[str, Any]]:
+def load_dataset(
+    task: TaskSpec,
+    path: str | Path | None = None,
+    *,
+    config: Config | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """Load the samples of ``task`` from ``path`` (default: the task's own dataset path).
 
+    Args:
+        task: The task.
+        path: Data file or folder (``--data``); for ``loader: hf`` also a hub dataset name.
+        config: Whose image store ``loader: hf`` puts image cells in (default: the environment's).
+        limit: ``loader: hf`` stops reading after this many rows; the other loaders read (and
+            validate) the whole file.
+
     Raises:
-        DatasetError: see :func:`load_jsonl` / :func:`load_image_folder`.
+        DatasetError: see :func:`load_jsonl` / :func:`load_image_folder` /
+            :func:`mmagents.eval.hf.iter_hf_samples`.
         TaskError: no path given and the task has no default.
     """
     data = task.data_path(path)
     spec = task.dataset
-    if spec.loader == "image_folder":
+    if spec.loader == "hf":
+        from mmagents.eval.hf import load_hf
+        from mmagents.images import default_store
+
+        # A path that does not exist locally is a hub name, used as written (not task-relative).
+        where: str | Path = data if data.exists() else str(path or spec.path)
+        samples = load_hf(task, where, default_store(config), limit=limit)
+    elif spec.loader == "image_folder":
         samples = load_image_folder(data, label_field=task.target or "label")
     else:
         samples = load_jsonl(

@@ -350,7 +350,9 @@ def run_task(
     runner = _load_runner(spec)
     run_options = {**spec.options, **(options or {})}
     _check_options(runner, spec.runner, run_options)
-    selection = select_samples(load_dataset(spec, data), limit, shard, sample)
+    # The loader may stop reading at --limit only when no seeded subset is drawn from the whole.
+    rows = load_dataset(spec, data, config=config, limit=limit if sample is None else None)
+    selection = select_samples(rows, limit, shard, sample)
     out = Path(out).expanduser()
     with FolderLock(out):
         kept, torn = _prepare_folder(out, resume, overwrite)

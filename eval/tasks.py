@@ -99,21 +99,38 @@ class DatasetSpec(_Strict):
     """How to read the samples.
 
     Attributes:
-        loader: ``jsonl`` (one JSON object per line) or ``image_folder`` (``root/<class>/<image>``).
-        path: Default data file or folder (relative to the task file); ``--data`` overrides it.
+        loader: ``jsonl`` (one JSON object per line), ``image_folder`` (``root/<class>/<image>``)
+            or ``hf`` (Hugging Face ``datasets``: see :mod:`mmagents.eval.hf`).
+        path: Default data file or folder (relative to the task file; for ``hf`` also a hub
+            dataset name); ``--data`` overrides it.
         required: Fields every record must have, the target's included (checked at load time,
             naming file and line).
         image_fields: Fields holding image paths: resolved against the data file's folder and
             checked to exist.
         attach_classes: Give every sample a ``classes`` list (the sorted set of all targets),
             for classifiers that need the label space.
+        split: ``loader: hf``: the split to read (needed when there are several).
+        name: ``loader: hf``: the dataset configuration (``load_dataset(path, name)``).
+        fields: ``loader: hf``: sample key → column (``col``, ``col.sub`` or ``col[].sub``).
+        streaming: ``loader: hf``: read rows one at a time (flat memory) rather than as a table.
     """
 
-    loader: Literal["jsonl", "image_folder"] = "jsonl"
+    loader: Literal["jsonl", "image_folder", "hf"] = "jsonl"
     path: str | None = None
     required: list[str] = Field(default_factory=list)
     image_fields: list[str] = Field(default_factory=list)
     attach_classes: bool = False
+    split: str | None = None
+    name: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+    streaming: bool = True
+
+    @model_validator(mode="after")
+    def _hf_only(self) -> DatasetSpec:
+        hf_keys = [k for k in ("split", "name", "fields") if getattr(self, k)]
+        if hf_keys and self.loader != "hf":
+            raise ValueError(f"{', '.join(hf_keys)} only apply to loader: hf")
+        return self
 
 
 class TaskSpec(_Strict):

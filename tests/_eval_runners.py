@@ -39,3 +39,12 @@ def with_models(sample: dict[str, Any], config: Config) -> dict[str, Any]:
     caption = load_role("vlm", config).caption(image)
     lines = load_role("ocr", config).read(image)
     return {"prediction": str(reply).strip(), "caption": caption, "ocr": lines[0].text}
+
+
+def image_shape(sample: dict[str, Any], config: Config, *, sleep: float = 0.0) -> dict[str, Any]:
+    """Predict ``wide`` / ``tall`` from the sample's image file (what ``loader: hf`` stored)."""
+    if sleep:
+        time.sleep(sleep)
+    with Image.open(sample["image"]) as image:
+        width, height = image.size
+    return {"prediction": "wide" if width > height else "tall", "width": width}
