@@ -25,10 +25,11 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     meme.add_argument("--out", required=True, metavar="DIR", help="output folder (the student)")
     meme.add_argument(
         "--variant",
-        choices=["encoder", "generative"],
+        choices=["encoder", "generative", "t5-clip"],
         default="encoder",
         help="encoder: MiniLM + label head + rationale alignment (CPU minutes, default); "
-        "generative: two-stage LoRA on a causal LM (SmolLM2-135M GGUF by default; GPU advised)",
+        "generative: two-stage LoRA on a causal LM (SmolLM2-135M GGUF by default; GPU advised); "
+        "t5-clip: the paper's Flan-T5 + frozen CLIP student, from the meme images (GPU advised)",
     )
     meme.add_argument(
         "--no-rationale",
@@ -71,6 +72,15 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     )
     meme.add_argument("--align-weight", type=float, default=1.0, help="encoder: alignment weight")
     meme.add_argument("--lora-r", type=int, default=16, help="generative: LoRA rank")
+    meme.add_argument(
+        "--clip-model", metavar="ID_OR_PATH", help="t5-clip: frozen CLIP vision model"
+    )
+    meme.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="t5-clip: no RandAugment on training images",
+    )
     meme.add_argument("--threads", default="auto", help="torch CPU threads (default: auto)")
     meme.add_argument("--no-progress", dest="progress", action="store_false")
     meme.add_argument("--json", action="store_true", help="print the training report as JSON")
@@ -98,6 +108,8 @@ def _run_meme(args: argparse.Namespace) -> int:
         align_loss=args.align_loss,
         align_weight=args.align_weight,
         lora_r=args.lora_r,
+        clip_model=args.clip_model,
+        augment=args.augment,
         progress=args.progress,
     )
     report = train_meme_student(args.train, args.out, cfg, val_path=args.val)

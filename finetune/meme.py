@@ -33,7 +33,7 @@ from mmagents.finetune.meme_data import (
 
 __all__ = ["VARIANTS", "MemeTrainConfig", "evaluate_student", "train_meme_student"]
 
-VARIANTS = ("encoder", "generative")
+VARIANTS = ("encoder", "generative", "t5-clip")
 
 #: Per-variant defaults: stage lengths in epochs, batch size, learning rate.
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -41,6 +41,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     # alignment-only first stage did not help it on Harm-C (docs/results/meme.md).
     "encoder": {"rationale_epochs": 0.0, "label_epochs": 2.0, "batch_size": 16, "lr": 5e-5},
     "generative": {"rationale_epochs": 1.0, "label_epochs": 1.0, "batch_size": 8, "lr": 2e-4},
+    # The paper's student (finetune/meme_t5clip.py): Mr.Harm's README recipe.
+    "t5-clip": {"rationale_epochs": 10.0, "label_epochs": 30.0, "batch_size": 32, "lr": 5e-5},
 }
 
 
@@ -49,7 +51,8 @@ class MemeTrainConfig:
     """Options of one training run (``None`` = the variant's default).
 
     Attributes:
-        variant: ``encoder`` (MiniLM, CPU-fast) or ``generative`` (LoRA causal LM).
+        variant: ``encoder`` (MiniLM, CPU-fast), ``generative`` (LoRA causal LM) or ``t5-clip``
+            (the paper's Flan-T5 + frozen CLIP student, from images).
         use_rationales: Distil the teacher's rationales; ``False`` is the ablation.
         steps: Steps of each stage that runs (overrides ``epochs``).
         epochs: Epochs of each stage that runs.
@@ -68,6 +71,8 @@ class MemeTrainConfig:
         align_weight: Encoder variant: weight of the alignment loss in the label stage.
         align_loss: Encoder variant: ``contrastive`` (default) or ``cosine``.
         lora_r: Generative variant: LoRA rank.
+        clip_model: t5-clip variant: the frozen CLIP vision model (default OpenAI ViT-B/32).
+        augment: t5-clip variant: RandAugment the training images (the reference's vit_randaug).
         progress: Show progress bars.
     """
 
@@ -88,6 +93,8 @@ class MemeTrainConfig:
     align_weight: float = 1.0
     align_loss: str = "contrastive"
     lora_r: int = 16
+    clip_model: str | None = None
+    augment: bool = True
     progress: bool = True
 
 
@@ -104,7 +111,7 @@ def _load_training_data(path: str | Path, cfg: MemeTrainConfig) -> tuple[list[Me
         if not cfg.keep_label_statements:
             train, dropped = sanitise_rationales(train)
     else:
-        train = [MemeExample(e.id, e.text, e.caption, e.label) for e in train]
+        train = [MemeExample(e.id, e.text, e.caption, e.label, image=e.image) for e in train]
     return train, dropped
 
 
@@ -179,6 +186,7 @@ def train_meme_student(
             checkpoint_every=cfg.checkpoint_every,
             progress=cfg.progress,
             stop_after=stop_after,
+            **({"val": val} if cfg.variant == "t5-clip" else {}),
         )
     report: dict[str, Any] = {
         "variant": cfg.variant,
@@ -243,6 +251,20 @@ def _variant_options(
             train_layers=2 if cfg.train_layers is None else cfg.train_layers,
             seed=cfg.seed,
         ), train_encoder_student
+    if cfg.variant == "t5-clip":
+        from mmagents.finetune.meme_t5clip import DEFAULT_CLIP, DEFAULT_T5, T5ClipOptions
+        from mmagents.finetune.meme_t5clip import train_t5clip_student as trainer
+
+        return T5ClipOptions(
+            t5_model=cfg.base_model or DEFAULT_T5,
+            clip_model=cfg.clip_model or DEFAULT_CLIP,
+            rationale_steps=rationale_steps,
+            label_steps=label_steps,
+            batch_size=batch,
+            lr=lr,
+            augment=cfg.augment,
+            seed=cfg.seed,
+        ), trainer
     from mmagents.finetune.meme_generative import (
         DEFAULT_BASE,
         GenerativeOptions,

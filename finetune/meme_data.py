@@ -46,6 +46,8 @@ class MemeExample:
     caption: str
     label: str | None = None
     rationale: str | None = None
+    #: Path of the meme image, when the data has one (the t5-clip student reads it).
+    image: str | None = None
 
 
 def label_index(label: str) -> int:
@@ -96,9 +98,18 @@ def read_memes(
                 caption=str(record.get("caption") or ""),
                 label=label,
                 rationale=str(rationale) if rationale else None,
+                image=_image_path(record.get("image"), file.parent),
             )
         )
     return examples
+
+
+def _image_path(value: object, base: Path) -> str | None:
+    """An image field resolved against the data file's folder (``None`` when absent)."""
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
 
 
 def load_rationale_file(path: str | Path) -> dict[str, str]:

@@ -92,7 +92,7 @@ def read_student_meta(folder: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid JSON: {exc.msg}") from None
     if not isinstance(meta, dict) or meta.get("kind") != "meme_student":
         raise ConfigError(f"{path} does not describe a meme student (kind != 'meme_student')")
-    if meta.get("variant") not in ("encoder", "generative"):
+    if meta.get("variant") not in ("encoder", "generative", "t5-clip"):
         raise ConfigError(f"{path}: unknown student variant {meta.get('variant')!r}")
     return meta
 
@@ -113,6 +113,10 @@ class MemeStudent:
             from mmagents.finetune.meme_encoder import EncoderStudent
 
             self._model: Any = EncoderStudent(self.folder)
+        elif self.variant == "t5-clip":
+            from mmagents.finetune.meme_t5clip import T5ClipStudent
+
+            self._model = T5ClipStudent(self.folder)
         else:
             from mmagents.finetune.meme_generative import GenerativeStudent
 
@@ -130,16 +134,17 @@ class MemeStudent:
         return [_prediction(float(p)) for p in probs]
 
     def classify(
-        self, text: str, caption: str = "", *, rationale: bool = True
+        self, text: str, caption: str = "", *, rationale: bool = True, image: str | None = None
     ) -> StudentPrediction:
-        """Classify one meme from its text and caption.
+        """Classify one meme from its text and caption (and image: the t5-clip student reads it).
 
         Args:
             text: The meme's text (OCR).
             caption: The image caption.
             rationale: Also write a rationale (generative variant only; ignored otherwise).
+            image: Path of the meme image.
         """
-        example = MemeExample(id="input", text=text, caption=caption)
+        example = MemeExample(id="input", text=text, caption=caption, image=image)
         with self._lock:
             p_harmful = float(self._model.predict_proba([example])[0])
             written = (
