@@ -1,0 +1,69 @@
+"""The papers' tasks (vcr-qa, snli-ve, imagenet-describe, harmc/harmp/fhm) end to end on converted
+synthetic fixtures with the fake backends (scripted llm, fake vlm/scorer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _paper_fixtures import write_imagenet, write_mrharm, write_snli_ve, write_vcr
+
+from mmagents._config import Config, load_config
+from mmagents.eval.convert import convert
+from mmagents.eval.runner import run_task
+from mmagents.eval.tasks import load_task
+
+
+def _ask(*questions: str) -> str:
+    return json.dumps({"sub_questions": list(questions)})
+
+
+def _reason(answer: str) -> str:
+    return json.dumps({"analysis": "from the sub-answers", "answer": answer, "confidence": 0.9})
+
+
+@pytest.mark.parametrize(
+    ("task", "writer", "name", "answers"),
+    [
+        ("vcr-qa", write_vcr, "vcr", ["person on the left is thirsty.", "In a bar"]),
+        ("snli-ve", write_snli_ve, "snli-ve", ["entailment", "neutral"]),
+    ],
+)
+def test_idealgpt_tasks_on_converted_fixtures(
+    tmp_path: Path, task: str, writer: Any, name: str, answers: list[str]
+) -> None:
+    writer(tmp_path / "src")
+    data = tmp_path / "data.jsonl"
+    convert(name, tmp_path / "src", data)
+    replies = [r for a in answers for r in (_ask("What is in the image?"), _reason(a))]
+    env = {f"MMAGENTS_{role.upper()}__BACKEND": "fake" for role in ("llm", "vlm", "scorer", "ocr")}
+    env["MMAGENTS_LLM__REPLIES"] = "[" + ", ".join(json.dumps(r) for r in replies) + "]"
+    config = load_config(environ={"MMAGENTS_HOME": str(tmp_path / "home"), **env})
+    summary = run_task(task, config, data=data, out=tmp_path / "run", progress=False,
+                       options={"max_rounds": 1}, use_cache=False)  # fmt: skip
+    assert summary.errors == 0 and summary.n == 2
+    assert summary.metrics["accuracy"] == pytest.approx(0.5)  # first right, second wrong
+
+
+def test_imagenet_describe_on_converted_fixture(tmp_path: Path, fake_config: Config) -> None:
+    root, descriptors = write_imagenet(tmp_path / "imagenet")
+    data = tmp_path / "in.jsonl"
+    convert("imagenet", root, data, descriptors=str(descriptors))
+    summary = run_task("imagenet-describe", fake_config, data=data, out=tmp_path / "run",
+                       progress=False, options={"descriptors": str(descriptors)})  # fmt: skip
+    assert summary.errors == 0 and summary.n == 3
+    assert {"top_1", "top_5", "top_1_baseline", "top_5_baseline"} <= set(summary.metrics)
+    assert summary.metrics["top_5"] == 1.0  # three classes: always in the top 5
+
+
+@pytest.mark.parametrize("task", ["harmc", "harmp", "fhm"])
+def test_meme_tasks_accept_the_converted_release(tmp_path: Path, task: str) -> None:
+    data = write_mrharm(tmp_path)
+    out = tmp_path / f"{task}.jsonl"
+    convert("mrharm", data, out, dataset=task)
+    from mmagents.eval.datasets import load_dataset
+
+    samples = load_dataset(load_task(task), out)
+    assert samples and all(s["label"] in ("harmful", "harmless") for s in samples)
