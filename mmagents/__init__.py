@@ -10,7 +10,8 @@ The public surface is small on purpose::
     print(load_role("vlm", config).caption(store.get(handle)))
 
 Importing this package imports no torch, transformers, diffusers or llama_cpp; backends import
-their libraries on first use.
+their libraries on first use. It does set ``OMP_WAIT_POLICY=PASSIVE`` unless a policy is already
+set (see :mod:`mmagents._cpu`): spin-waiting OpenMP threads slow llama.cpp ~25x beside other jobs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mmagents._config import ROLES, Config, RoleConfig, available_profiles, load_config
+from mmagents._cpu import prefer_passive_waits
 from mmagents._registry import lazy_attributes
 from mmagents.errors import (
     BackendError,
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from mmagents.samples import sample_path
 
 __version__ = "0.1.0"
+
+# Before torch or llama.cpp can load OpenMP: spinning waits make them crawl beside any other job.
+prefer_passive_waits()
 
 __all__ = [
     "ROLES",

@@ -13,11 +13,14 @@ an ``AIMessage`` with proper ``tool_calls`` (see :mod:`mmagents.models._tool_gra
 from __future__ import annotations
 
 import atexit
+import ctypes
 import itertools
 import json
-import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +37,43 @@ from langchain_core.messages import (
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
+from mmagents._cpu import CpuMeter, prefer_passive_waits
 from mmagents.errors import BackendError, BackendUnavailableError
 from mmagents.models import _tool_grammar, zoo
 
 __all__ = ["LlamaCppChat", "default_gguf_path", "to_llama_messages"]
 
 _LOAD_LOCK = threading.Lock()
-_MODELS: dict[tuple[str, int, int], Any] = {}
+_MODELS: dict[tuple[str, int, int | None], Any] = {}
+
+
+@dataclass
+class _Saved:
+    """A llama.cpp context state (KV cache of prompt + reply) and the tokens it holds."""
+
+    tokens: Any  # numpy int array
+    data: bytes
+
+
+@dataclass
+class _Slot:
+    """What every user of one loaded model shares: its lock, thread count and saved prefixes.
+
+    ``prefixes`` maps a system prompt to the state after the last call that began with it; the
+    KV cache holds one conversation at a time, so without them the questioner, answerer and
+    reasoner (each with its own long instructions) would re-read their prefix on every call.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    meter: CpuMeter = field(default_factory=CpuMeter)
+    threads: int = 0
+    live: str | None = None  # the system prompt whose conversation the KV cache holds now
+    prefixes: OrderedDict[str, _Saved] = field(default_factory=OrderedDict)
+
+
+_SLOTS: dict[int, _Slot] = {}
 
 
 @atexit.register
@@ -57,6 +88,7 @@ def _close_models() -> None:
         if close is not None:
             close()
     _MODELS.clear()
+    _SLOTS.clear()
 
 
 def default_gguf_path() -> Path:
@@ -111,10 +143,14 @@ class LlamaCppChat(BaseChatModel):
         model_path: A ``.gguf`` file; overrides ``model``.
         models_dir: Where zoo models are assembled (default ``<home>/models``).
         n_ctx: Context window in tokens.
-        n_threads: CPU threads (default: all cores).
+        n_threads: CPU threads (default: the cores not kept busy by other processes, re-measured
+            before each call).
         temperature: Sampling temperature.
         max_tokens: Maximum new tokens per call.
         seed: Sampling seed, for reproducible runs.
+        prefix_states: How many conversation states to keep per loaded model, one per system
+            prompt, so a call whose system prompt was seen before re-reads only what follows it
+            (0 turns this off).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -129,8 +165,8 @@ class LlamaCppChat(BaseChatModel):
     seed: int = 0
     top_p: float = 0.95
     repeat_penalty: float = 1.1
+    prefix_states: int = Field(default=4, ge=0)
     structured_mode: str = Field(default="grammar", exclude=True)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def _llm_type(self) -> str:
@@ -167,10 +203,10 @@ class LlamaCppChat(BaseChatModel):
     def _client(self) -> Any:
         """The llama.cpp model, loaded once per process and shared by equal configurations."""
         path = self.resolved_path
-        threads = self.n_threads or os.cpu_count() or 1
-        key = (str(path), self.n_ctx, threads)
+        key = (str(path), self.n_ctx, self.n_threads)
         with _LOAD_LOCK:
             if key not in _MODELS:
+                prefer_passive_waits()  # no-op when mmagents' import already set it (or the user)
                 try:
                     from llama_cpp import Llama
                 except ImportError as exc:
@@ -182,11 +218,53 @@ class LlamaCppChat(BaseChatModel):
                 _MODELS[key] = Llama(
                     model_path=str(path),
                     n_ctx=self.n_ctx,
-                    n_threads=threads,
+                    n_threads=self.n_threads or CpuMeter().free(),
                     seed=self.seed,
                     verbose=False,
                 )
             return _MODELS[key]
+
+    @contextmanager
+    def _session(self, messages: list[BaseMessage]) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """One call on the shared model: locked, threads re-picked, a saved prefix restored.
+
+        Yields the llama.cpp model and a dict that holds ``cache_read`` (prompt tokens reused from
+        the KV cache) once the call is done.
+        """
+        client = self._client()
+        with _LOAD_LOCK:
+            slot = _SLOTS.setdefault(id(client), _Slot())
+        stats: dict[str, Any] = {"cache_read": 0, "prefix": "none"}
+        native = hasattr(client, "ctx") and hasattr(client, "input_ids")  # not a test fake
+        key = _system_text(messages) if self.prefix_states and native else None
+        with slot.lock:  # a llama.cpp context is not thread-safe
+            if native and self.n_threads is None:
+                self._pick_threads(client, slot)
+            if key is not None and key != slot.live and key in slot.prefixes:
+                _restore(client, slot.prefixes[key])
+                stats["prefix"] = "restored"
+            elif key is not None and key == slot.live:
+                stats["prefix"] = "live"
+            before = client.input_ids[: client.n_tokens].copy() if native else None
+            yield client, stats
+            if native:
+                stats["cache_read"] = _common_prefix(before, client.input_ids[: client.n_tokens])
+            if key is not None:
+                slot.prefixes[key] = _save(client)
+                slot.prefixes.move_to_end(key)
+                while len(slot.prefixes) > self.prefix_states:
+                    slot.prefixes.popitem(last=False)
+                slot.live = key
+
+    @staticmethod
+    def _pick_threads(client: Any, slot: _Slot) -> None:
+        """Run on the cores other processes leave free (re-measured per call, cheap)."""
+        import llama_cpp
+
+        threads = slot.meter.free()
+        if threads != slot.threads:
+            llama_cpp.llama_set_n_threads(client.ctx, threads, threads)
+            slot.threads = threads
 
     def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -242,25 +320,28 @@ class LlamaCppChat(BaseChatModel):
         names: list[str] | None = None
         if kwargs.get("tools"):
             messages, kwargs, names = self._tool_request(messages, dict(kwargs))
-        client = self._client()
-        try:
-            with self._lock:  # a llama.cpp context is not thread-safe
+        with self._session(messages) as (client, cached):
+            try:
                 result = client.create_chat_completion(
                     messages=to_llama_messages(messages), **self._params(stop, kwargs)
                 )
-        except ValueError as exc:  # e.g. prompt longer than the context window
-            raise BackendError(f"llama.cpp generation failed: {exc}") from exc
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise BackendError(f"llama.cpp generation failed: {exc}") from exc
         choice = result["choices"][0]
         usage = result.get("usage", {})
         fields: dict[str, Any] = {
             "response_metadata": {
                 "finish_reason": choice.get("finish_reason"),
                 "model": self._llm_type,
+                "prefix_cache": cached["prefix"],
             },
             "usage_metadata": {
                 "input_tokens": usage.get("prompt_tokens", 0),
                 "output_tokens": usage.get("completion_tokens", 0),
                 "total_tokens": usage.get("total_tokens", 0),
+                "input_token_details": {
+                    "cache_read": min(cached["cache_read"], usage.get("prompt_tokens", 0))
+                },
             },
         }
         text = choice["message"].get("content") or ""
@@ -280,8 +361,7 @@ class LlamaCppChat(BaseChatModel):
         if kwargs.get("tools"):
             yield from self._stream_decision(messages, stop, run_manager, kwargs)
             return
-        client = self._client()
-        with self._lock:
+        with self._session(messages) as (client, _):
             stream = client.create_chat_completion(
                 messages=to_llama_messages(messages), stream=True, **self._params(stop, kwargs)
             )
@@ -303,9 +383,8 @@ class LlamaCppChat(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         """Stream a tools-bound reply: answer text as it decodes, a tool call once complete."""
         messages, kwargs, names = self._tool_request(messages, dict(kwargs))
-        client = self._client()
         answer = _tool_grammar.AnswerStream()
-        with self._lock:
+        with self._session(messages) as (client, _):
             try:
                 stream = client.create_chat_completion(
                     messages=to_llama_messages(messages), stream=True, **self._params(stop, kwargs)
@@ -333,3 +412,45 @@ class LlamaCppChat(BaseChatModel):
         elif not answer.started and final.text:
             # Not a streamed answer (the reply did not follow the schema): emit it whole.
             yield ChatGenerationChunk(message=AIMessageChunk(content=final.text))
+
+
+def _system_text(messages: Sequence[BaseMessage]) -> str | None:
+    if messages and isinstance(messages[0], SystemMessage):
+        return _text_of(messages[0].content)
+    return None
+
+
+def _common_prefix(before: Any, after: Any) -> int:
+    """How many leading tokens two token arrays share."""
+    n = min(len(before), len(after))
+    if n == 0:
+        return 0
+    differ = (before[:n] != after[:n]).nonzero()[0]
+    return int(differ[0]) if len(differ) else n
+
+
+def _save(client: Any) -> _Saved:
+    """The context's state without llama-cpp-python's copy of the logits (``Llama.save_state``
+    copies up to n_batch x vocabulary floats, ~300 MB for Qwen's 152k-token vocabulary)."""
+    import llama_cpp
+
+    size = llama_cpp.llama_state_get_size(client.ctx)
+    buffer = (ctypes.c_uint8 * size)()
+    written = llama_cpp.llama_state_get_data(client.ctx, buffer, size)
+    return _Saved(client.input_ids[: client.n_tokens].copy(), bytes(buffer)[:written])
+
+
+def _restore(client: Any, saved: _Saved) -> None:
+    """Load a saved state; the next call then re-reads only what its prompt does not share."""
+    import llama_cpp
+
+    buffer = (ctypes.c_uint8 * len(saved.data)).from_buffer_copy(saved.data)
+    if llama_cpp.llama_state_set_data(client.ctx, buffer, len(saved.data)) != len(saved.data):
+        raise BackendError("llama.cpp could not restore a saved prompt state")
+    count = len(saved.tokens)
+    client.input_ids[:count] = saved.tokens
+    client.n_tokens = count
+    # Restored logits are not live: llama-cpp-python must re-decode at least one token. Its
+    # prefix match does so when this flag is set (and replays one token otherwise, too).
+    if hasattr(client, "_requires_eval"):
+        client._requires_eval = True

@@ -128,3 +128,23 @@ def test_qwen_tool_calls_follow_the_tools(qwen: LlamaCppChat) -> None:
     assert "dog" in forced[0]["args"]["name"].lower()
     answer = qwen.bind_tools(tools, tool_choice="none").invoke([HumanMessage("Say hello.")])
     assert not answer.tool_calls and str(answer.content).strip()
+
+
+def test_saved_prefix_is_restored_and_changes_nothing(llm: LlamaCppChat) -> None:
+    """A system prompt seen before is restored from its saved state; the answer is the same."""
+    system_a = SystemMessage("You are a terse assistant. Answer every question in one word. " * 4)
+    system_b = SystemMessage("You translate English into French.")
+    question = HumanMessage("What colour is the sky on a clear day?")
+    llm.invoke([system_a, HumanMessage("What is two plus two?")])
+    llm.invoke([system_b, HumanMessage("Good morning.")])
+    reply = llm.invoke([system_a, question])
+    assert reply.response_metadata["prefix_cache"] == "restored"
+    assert reply.usage_metadata is not None
+    assert reply.usage_metadata["input_token_details"]["cache_read"] > 40
+    # Another context (n_ctx differs), no saved states: the same tokens come out.
+    fresh = LlamaCppChat(
+        model="smollm2-135m", max_tokens=48, temperature=0.0, n_ctx=2048, prefix_states=0
+    )
+    plain = fresh.invoke([system_a, question])
+    assert plain.content == reply.content
+    assert plain.response_metadata["prefix_cache"] == "none"
