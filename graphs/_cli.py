@@ -25,10 +25,10 @@ RUNNERS: dict[str, tuple[str, str]] = {
     ),
     "describe": ("classification by description", "mmagents.graphs.describe:register_cli"),
     "recode": ("RECODE relation ranking with visual cues", "mmagents.graphs.recode:register_cli"),
-    "comm": ("CoMM interleaved image-text generation", "mmagents.graphs.comm:register_cli"),
+    "comm": ("CoMM interleaved image-text generation", "mmagents._cli_comm:register_comm"),
     "comm-filter": (
         "CoMM interleaved document scoring and filtering",
-        "mmagents.graphs.comm_filter:register_cli",
+        "mmagents._cli_comm:register_comm_filter",
     ),
 }
 

@@ -45,11 +45,15 @@ import base64
 import io
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mmagents.errors import ConfigError
 
@@ -72,48 +76,46 @@ _HEADING_PREFIX = re.compile(r"^(?:step\s+)?\d+\s*[:.)\-–—]\s*", re.IGNORECA
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
-@dataclass
-class DocStep:
-    """One step of an interleaved document.
+class DocStep(BaseModel):
+    """One step of an interleaved document (also the pipelines' input step: images as handles).
 
-    Attributes:
-        title: Short step title.
-        text: The step's instructions or narrative.
-        image: Image handle in the :class:`~mmagents.images.ImageStore`, or ``None``.
-        provenance: ``generated``, ``retrieved``, ``given``, ``fake`` or ``None`` (no image).
-        source: Model id or file path the image came from.
-        prompt: The prompt the image backend was given.
-        origin: ``given`` (text from the input document) or ``planned`` (written by the LLM).
-        scores: ``alignment`` (image–text cosine) and ``consistency`` (mean cosine with the
-            previous steps' images; ``None`` for the first image).
-        attempts: Image-backend calls spent on this step.
-        passed: Whether the chosen image met the thresholds.
+    Only ``text`` is required; unknown keys (a hand-written document's extras) are ignored.
     """
 
-    title: str
-    text: str
-    image: str | None = None
-    provenance: str | None = None
-    source: str | None = None
-    prompt: str | None = None
-    origin: str = "given"
-    scores: dict[str, float | None] = field(default_factory=dict)
-    attempts: int = 0
-    passed: bool | None = None
+    model_config = ConfigDict(extra="ignore")
+
+    title: str = Field("", description="Short step title.")
+    text: str = Field(description="The step's instructions or narrative.")
+    image: str | None = Field(None, description="Image handle (img_...) of the step, if any.")
+    provenance: str | None = Field(
+        None, description="Where the image came from: generated, retrieved, given or fake."
+    )
+    source: str | None = Field(None, description="Model id or file path the image came from.")
+    prompt: str | None = Field(None, description="The prompt the image backend was given.")
+    origin: str = Field(
+        "given", description="given (text from the input) or planned (written by the LLM)."
+    )
+    scores: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="alignment (image-text cosine) and consistency (mean cosine with the "
+        "previous steps' images; null for the first image).",
+    )
+    attempts: int = Field(0, description="Image-backend calls spent on this step.")
+    passed: bool | None = Field(None, description="Whether the chosen image met the thresholds.")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DocStep:
+    def from_dict(cls, data: Mapping[str, Any]) -> DocStep:
         """Build a step from a mapping, ignoring unknown keys.
 
         Raises:
-            ConfigError: ``title`` or ``text`` is missing.
+            ConfigError: ``text`` is missing or a field has the wrong type.
         """
         if "text" not in data:
             raise ConfigError(f"a document step needs a 'text' field, got keys {sorted(data)}")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known.setdefault("title", "")
-        known["scores"] = dict(known.get("scores") or {})
-        return cls(**known)
+        try:
+            return cls.model_validate({**data, "scores": dict(data.get("scores") or {})})
+        except ValidationError as exc:
+            raise ConfigError(f"malformed document step: {exc.errors()[0]['msg']}") from None
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class InterleavedDocument:
         return {
             "format": FORMAT,
             "topic": self.topic,
-            "steps": [asdict(s) for s in self.steps],
+            "steps": [s.model_dump() for s in self.steps],
             "meta": self.meta,
         }
 
@@ -164,6 +166,16 @@ class InterleavedDocument:
             steps=[DocStep.from_dict(s) for s in steps],
             meta=dict(data.get("meta") or {}),
         )
+
+    @classmethod
+    def from_output(cls, output: Mapping[str, Any]) -> InterleavedDocument:
+        """The document a ``comm`` run produced (its ``llm_calls`` and ``log`` go into ``meta``)."""
+        meta = {
+            **dict(output.get("meta") or {}),
+            "llm_calls": output.get("llm_calls", 0),
+            "log": list(output.get("log") or []),
+        }
+        return cls.from_dict({"topic": output["topic"], "steps": output["steps"], "meta": meta})
 
     # -- files -------------------------------------------------------------------------------
 
@@ -205,7 +217,7 @@ class InterleavedDocument:
                 lines += [f"![Step {i}: {_one_line(step.title)}]({path})", ""]
                 lines += [f"*Image: {image_caption(step)}*", ""]
             lines += [step.text.strip(), ""]
-            meta = {k: v for k, v in asdict(step).items() if k not in ("title", "text", "image")}
+            meta = step.model_dump(exclude={"title", "text", "image"})
             lines += [f"<!-- mmagents:step {json.dumps(meta, ensure_ascii=False)} -->", ""]
         return "\n".join(lines)
 
@@ -340,9 +352,7 @@ def _data_url(store: ImageStore, handle: str) -> str:
 
 
 @cache
-def _html_template() -> Any:
-    import jinja2
-
+def _html_template() -> jinja2.Template:
     source = (resources.files("mmagents.graphs") / "templates" / "comm_document.html.j2").read_text(
         encoding="utf-8"
     )

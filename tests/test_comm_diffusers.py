@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from mmagents import load_config
-from mmagents.graphs.comm import CommSettings, generate_document
+from mmagents.graphs._comm_doc import InterleavedDocument
+from mmagents.graphs.comm import CommInput, CommSettings, build_comm_graph
 from mmagents.images import ImageStore
 from mmagents.models.fake import ScriptedChat
+from mmagents.runtime import Models
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -47,15 +49,13 @@ def test_comm_with_tiny_diffusers_pipeline(sd_dir: Path, tmp_path: Path) -> None
         "steps": [{"title": "Heat water", "text": "Boil it."}, {"title": "Pour", "text": "Pour."}]
     }
     store = ImageStore(tmp_path / "images")
-    doc = generate_document(
-        config,
-        topic="How to brew pour-over coffee",
-        steps=2,
-        llm=ScriptedChat(replies=[json.dumps(plan)]),
-        store=store,
+    models = Models(config, store, llm=ScriptedChat(replies=[json.dumps(plan)]))
+    out = build_comm_graph(models=models).invoke(
+        CommInput(topic="How to brew pour-over coffee", total_steps=2).model_dump(),
         # An unreachable threshold forces one regeneration per step.
-        settings=CommSettings(candidates=2, max_retries=1, min_alignment=2.0),
+        context=CommSettings(candidates=2, max_retries=1, min_alignment=2.0),
     )
+    doc = InterleavedDocument.from_output(out)
     assert [s.provenance for s in doc.steps] == ["generated", "generated"]
     assert {s.source for s in doc.steps} == {str(sd_dir)}
     assert [s.attempts for s in doc.steps] == [2, 2]

@@ -16,16 +16,17 @@ from mmagents import Config, load_config
 from mmagents.agents.coherence_judge import CoherenceScores, judge_messages
 from mmagents.cli import main
 from mmagents.errors import ConfigError
-from mmagents.graphs.comm import DocStep, InterleavedDocument
+from mmagents.eval.interleaved import eval_interleaved_sample
+from mmagents.graphs._comm_doc import DocStep, InterleavedDocument
 from mmagents.graphs.comm_filter import (
-    FilterSettings,
+    CommFilterInput,
+    CommFilterSettings,
     build_comm_filter_graph,
-    eval_interleaved_sample,
-    score_document,
 )
 from mmagents.images import ImageStore
 from mmagents.models import register_backend
 from mmagents.models.fake import FakeScorer, ScriptedChat
+from mmagents.runtime import Models
 
 JUDGE = {
     "reason": "Clear steps.",
@@ -82,14 +83,10 @@ def doc_with(store: ImageStore, colours: list[tuple[int, int, int] | None]) -> I
 def score(
     config: Config, doc: InterleavedDocument, store: ImageStore, reply: str, **thr: Any
 ) -> Any:
-    return score_document(
-        config,
-        doc,
-        llm=ScriptedChat(replies=[reply]),
-        scorer=RedScorer(),
-        store=store,
-        settings=FilterSettings(**thr),
-    )
+    models = Models(config, store, llm=ScriptedChat(replies=[reply]), scorer=RedScorer())
+    graph = build_comm_filter_graph(models=models)
+    inputs = CommFilterInput(topic=doc.topic, steps=doc.steps).model_dump()
+    return graph.invoke(inputs, context=CommFilterSettings(**thr))
 
 
 def test_judge_rubric_and_normalisation() -> None:
@@ -205,7 +202,7 @@ def test_interleaved_task_points_at_the_runner() -> None:
     if not task.is_file():
         pytest.skip("eval/tasks/interleaved.yaml is not there (harness not installed)")
     spec = yaml.safe_load(task.read_text())
-    assert spec["runner"] == "mmagents.graphs.comm_filter:eval_interleaved_sample"
+    assert spec["runner"] == "mmagents.eval.interleaved:eval_interleaved_sample"
 
 
 def test_cli_generate_then_filter(

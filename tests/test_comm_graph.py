@@ -12,17 +12,13 @@ from PIL import Image
 
 from mmagents import Config
 from mmagents.errors import ConfigError, StructuredOutputError
-from mmagents.graphs.comm import (
-    CommSettings,
-    InterleavedDocument,
-    build_comm_graph,
-    generate_document,
-    initial_state,
-    load_document,
-)
+from mmagents.graphs._comm_doc import InterleavedDocument, load_document
+from mmagents.graphs._settings import resolve_settings
+from mmagents.graphs.comm import CommInput, CommSettings, build_comm_graph
 from mmagents.images import ImageStore
 from mmagents.models.base import GeneratedImage, ImageGenerator, Scorer
 from mmagents.models.fake import FakeImageGen, FakeScorer, ScriptedChat
+from mmagents.runtime import Models
 
 
 def plan_reply(*titles: str) -> str:
@@ -82,18 +78,18 @@ def run(
     **settings: Any,
 ) -> tuple[InterleavedDocument, ScriptedChat]:
     llm = ScriptedChat(replies=replies)
-    doc = generate_document(
-        config,
-        topic=settings.pop("topic", "How to brew pour-over coffee"),
-        steps=settings.pop("steps", 2),
-        partial=settings.pop("partial", None),
-        llm=llm,
-        imagegen=imagegen or FakeImageGen(),
-        scorer=scorer or FakeScorer(),
-        store=store,
-        settings=CommSettings(**settings),
+    models = Models(
+        config, store, llm=llm, imagegen=imagegen or FakeImageGen(), scorer=scorer or FakeScorer()
     )
-    return doc, llm
+    inputs = CommInput(
+        topic=settings.pop("topic", "How to brew pour-over coffee"),
+        total_steps=settings.pop("steps", 2),
+        steps=settings.pop("partial", None) or [],
+    )
+    out = build_comm_graph(models=models).invoke(
+        inputs.model_dump(), context=CommSettings(**settings)
+    )
+    return InterleavedDocument.from_output(out), llm
 
 
 def test_fakes_satisfy_protocols() -> None:
@@ -353,13 +349,26 @@ def test_planner_repairs_then_fails(fake_config: Config, store: ImageStore) -> N
 
 def test_bad_inputs_are_typed_errors(fake_config: Config, store: ImageStore) -> None:
     with pytest.raises(ConfigError, match="topic"):
-        initial_state("", 3, None)
+        run(fake_config, store, replies=[], topic="", steps=3)
     with pytest.raises(ConfigError, match="steps"):
         run(fake_config, store, replies=[], steps=50)
-    with pytest.raises(ConfigError):
-        CommSettings(candidates=0)
-    with pytest.raises(ConfigError, match="unknown key"):
-        CommSettings.from_config(fake_config, nonsense=1)
+    with pytest.raises(ConfigError, match="candidates"):
+        resolve_settings(CommSettings, fake_config, {"candidates": 0})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve_settings(CommSettings, fake_config, {"nonsense": 1})
+
+
+def test_settings_arrive_per_run(fake_config: Config, store: ImageStore) -> None:
+    """One compiled graph, two runs: each run's context sets its own retry budget."""
+    llm = ScriptedChat(replies=[plan_reply("One"), plan_reply("One")])
+    gen = QualityImageGen([0.1] * 4)
+    models = Models(fake_config, store, llm=llm, imagegen=gen, scorer=RedScorer())
+    graph = build_comm_graph(models=models, settings=CommSettings(max_retries=0))
+    inputs = CommInput(topic="t", total_steps=1).model_dump()
+    strict = CommSettings(min_alignment=0.9, max_retries=2, candidates=1)
+    assert graph.invoke(inputs, context=strict)["steps"][0]["attempts"] == 3
+    built = graph.invoke(inputs)  # no context: the build-time settings
+    assert built["steps"][0]["attempts"] == 1
 
 
 def test_settings_from_config_section(tmp_path: Path) -> None:
@@ -367,13 +376,12 @@ def test_settings_from_config_section(tmp_path: Path) -> None:
 
     path = tmp_path / "c.toml"
     path.write_text('[graphs.comm]\nmax_retries = 5\nimage_prompts = "{title}"\n')
-    settings = CommSettings.from_config(
-        load_config(path, environ={}), min_alignment="0.4", candidates=None
-    )
+    config = load_config(path, environ={})
+    settings = resolve_settings(CommSettings, config, {"min_alignment": "0.4", "candidates": None})
     assert settings.max_retries == 5 and settings.image_prompts == ("{title}",)
     assert settings.min_alignment == 0.4 and settings.candidates == 2
-    with pytest.raises(ConfigError, match="not a valid"):
-        CommSettings.from_config(load_config(path, environ={}), max_retries="many")
+    with pytest.raises(ConfigError, match="max_retries"):
+        resolve_settings(CommSettings, config, {"max_retries": "many"})
 
 
 def test_graph_shape(fake_config: Config) -> None:

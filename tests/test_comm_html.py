@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from mmagents.graphs.comm import DocStep, InterleavedDocument
+from mmagents.graphs._comm_doc import DocStep, InterleavedDocument
 from mmagents.images import ImageStore
 
 CHECK_SCRIPT = """

@@ -38,7 +38,7 @@ def test_fixed_runner_names() -> None:
     assert load_task("vqa-single-shot").runner == "mmagents.graphs.idealgpt:eval_vqa_single_shot"
     assert load_task("classify").runner == "mmagents.graphs.describe:eval_classify_sample"
     assert load_task("relations").runner == "mmagents.graphs.recode:eval_relations_sample"
-    assert load_task("interleaved").runner == "mmagents.graphs.comm_filter:eval_interleaved_sample"
+    assert load_task("interleaved").runner == "mmagents.eval.interleaved:eval_interleaved_sample"
     assert load_task("meme-harmful-zero-shot").runner == "mmagents.eval.baselines:meme_zero_shot"
 
 
