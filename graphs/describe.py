@@ -103,8 +103,27 @@ class DescribeState(TypedDict, total=False):
     result: dict[str, Any]
 
 
-def _texts_of(classes: Sequence[str], descriptors: Mapping[str, list[str]]) -> list[list[str]]:
-    """Per class, the texts to score; a class without descriptors falls back to its name."""
+#: The protocols: ``default`` (ours) and ``paper`` (the reference release's texts, see
+#: graphs/_describe_paper.py and docs/reproduce.md).
+PROTOCOLS = ("default", "paper")
+
+
+def _texts_of(
+    classes: Sequence[str],
+    descriptors: Mapping[str, list[str]],
+    protocol: str = "default",
+    suffix: str = "",
+) -> list[list[str]]:
+    """Per class, the texts to score; a class without descriptors falls back to its name.
+
+    The ``paper`` protocol appends ``suffix`` (ImageNet's ".") and scores a class without
+    descriptors by "{class}, which has " + suffix, as the reference does.
+    """
+    if protocol == "paper":
+        # Imported here: _describe_paper builds on descriptor_sentence from this module.
+        from mmagents.graphs._describe_paper import class_texts
+
+        return [class_texts(c, descriptors.get(c, []), suffix) for c in classes]
     return [
         [descriptor_sentence(c, d) for d in descriptors.get(c, [])] or [c.replace("_", " ")]
         for c in classes
@@ -123,9 +142,12 @@ class _Describer:
         source: str,
         top_descriptors: int,
         top_classes: int | None,
+        protocol: str = "default",
+        suffix: str = "",
     ) -> None:
         from mmagents.graphs._cues import cue_cache, role_identity, text_feature_cache
 
+        self.protocol, self.suffix = protocol, suffix
         self.config = config
         self._llm = llm
         self._scorer = scorer
@@ -182,6 +204,8 @@ class _Describer:
 
     def _written(self, class_name: str) -> tuple[list[str], int]:
         """(descriptors, LLM calls made) for one class, through the on-disk cue cache."""
+        if self.protocol == "paper":
+            return self._written_paper(class_name)
         from mmagents.agents import descriptor_writer
 
         key = {
@@ -201,6 +225,34 @@ class _Describer:
         value, _created = self.cache.get_or_create("descriptors", key, write)
         return list(value), attempts
 
+    def _written_paper(self, class_name: str) -> tuple[list[str], int]:
+        """The published two-example prompt as one completion; its "- " lines are the descriptors."""
+        from mmagents.graphs._describe_paper import (
+            PROMPT_ROLE,
+            descriptor_prompt,
+            parse_descriptors,
+        )
+        from mmagents.prompts import load_prompt
+
+        key = {
+            "class": class_name,
+            "model": self.llm_id,
+            "prompt": PROMPT_ROLE,
+            "prompt_version": load_prompt(PROMPT_ROLE).version,
+        }
+        calls = 0
+
+        def write() -> list[str]:
+            nonlocal calls
+            calls = 1
+            reply = self.llm.invoke(descriptor_prompt(class_name))
+            # The prompt ends inside the answer list ("-\n"): a reply that continues the list
+            # without a leading "- " on its first line still counts, as "- " + that line.
+            return parse_descriptors("- " + str(reply.content).lstrip("- "))
+
+        value, _created = self.cache.get_or_create("descriptors", key, write)
+        return list(value), calls
+
     def score(self, state: DescribeState) -> dict[str, Any]:
         """Score every class by its descriptors (and by its plain name, the baseline)."""
         from mmagents.images import default_store
@@ -216,7 +268,7 @@ class _Describer:
         self, classes: Sequence[str], descriptors: Mapping[str, list[str]]
     ) -> DescriptorClassifier:
         """The classifier of this label space, reused across samples (one per class set)."""
-        key = json.dumps([list(classes), [descriptors.get(c, []) for c in classes]])
+        key = json.dumps([list(classes), [descriptors.get(c, []) for c in classes], self.protocol])
         with self._lock:
             if key not in self._classifiers:
                 if len(self._classifiers) >= 8:
@@ -229,6 +281,8 @@ class _Describer:
                         self.scorer, self.scorer_id, texts
                     ),
                     top_descriptors=self.top_descriptors,
+                    protocol=self.protocol,
+                    suffix=self.suffix,
                 )
             return self._classifiers[key]
 
@@ -246,6 +300,8 @@ class DescriptorClassifier:
         descriptors: Descriptors per class (a class without any is scored by its name alone).
         text_features: ``texts -> (n, d)`` features (default: ``scorer.embed_texts``, uncached).
         top_descriptors: How many descriptors explain each prediction.
+        protocol: ``default`` or ``paper`` (the reference's texts, with ``suffix`` appended).
+        suffix: Text appended to every scored text under the ``paper`` protocol.
     """
 
     def __init__(
@@ -256,6 +312,8 @@ class DescriptorClassifier:
         *,
         text_features: Any = None,
         top_descriptors: int = 3,
+        protocol: str = "default",
+        suffix: str = "",
     ) -> None:
         import numpy as np
 
@@ -267,11 +325,13 @@ class DescriptorClassifier:
         self.descriptors = [
             descriptors.get(c) or [n] for c, n in zip(self.classes, self.names, strict=True)
         ]
-        groups = _texts_of(self.classes, descriptors)
+        groups = _texts_of(self.classes, descriptors, protocol, suffix)
         self.sizes = [len(g) for g in groups]
         flat = [t for g in groups for t in g]
         embed = text_features or scorer.embed_texts
-        features = np.asarray(embed(flat + self.names), dtype=np.float32)
+        # The paper's class-name baseline gets the same suffix (load.py label_after_text).
+        name_texts = [n + suffix for n in self.names] if protocol == "paper" else self.names
+        features = np.asarray(embed(flat + name_texts), dtype=np.float32)
         self.descriptor_features = features[: len(flat)]
         self.name_features = features[len(flat) :]
         self.starts = np.cumsum([0, *self.sizes[:-1]])
@@ -351,6 +411,8 @@ def build_describe_graph(
     descriptors: Mapping[str, list[str]] | str | Path | None = None,
     top_descriptors: int = 3,
     top_classes: int | None = None,
+    protocol: str = "default",
+    dataset: str | None = None,
 ) -> Any:
     """Compile the classification-by-description graph.
 
@@ -362,6 +424,10 @@ def build_describe_graph(
             LLM for each class (cached per class, model and prompt version).
         top_descriptors: How many of the predicted class's descriptors explain the prediction.
         top_classes: How many classes the rankings list (default: all).
+        protocol: ``default``, or ``paper``: the reference release's texts (a "." after every
+            text for ``dataset="imagenet"``, the class-name baseline included) and, without a
+            descriptor table, its two-example descriptor prompt.
+        dataset: The dataset name the ``paper`` protocol's text suffix depends on.
 
     Returns:
         A compiled LangGraph graph over :class:`DescribeState`; its ``result`` holds
@@ -369,8 +435,15 @@ def build_describe_graph(
     """
     from langgraph.graph import END, START, StateGraph
 
+    from mmagents.graphs._describe_paper import suffix_for
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"describe: protocol must be one of {PROTOCOLS}, got {protocol!r}")
     table, source = _table_of(descriptors)
-    nodes = _Describer(config, llm, scorer, table, source, top_descriptors, top_classes)
+    suffix = suffix_for(dataset) if protocol == "paper" else ""
+    nodes = _Describer(
+        config, llm, scorer, table, source, top_descriptors, top_classes, protocol, suffix
+    )
     graph = StateGraph(DescribeState)
     graph.add_node("descriptors", nodes.descriptors)
     graph.add_node("score", nodes.score)
@@ -382,16 +455,28 @@ def build_describe_graph(
 
 # -- evaluation --------------------------------------------------------------------------------
 
-_GRAPHS: dict[tuple[str, str, int], Any] = {}
+_GRAPHS: dict[tuple[str, str, int, str, str], Any] = {}
 _GRAPHS_LOCK = threading.Lock()
 
 
-def _cached_graph(config: Config, descriptors: str | None, top_k: int) -> Any:
-    """One compiled graph per (config, descriptor file, top k) for a whole eval run."""
-    key = (repr(config), str(descriptors), top_k)
+def _cached_graph(
+    config: Config,
+    descriptors: str | None,
+    top_k: int,
+    protocol: str = "default",
+    dataset: str = "",
+) -> Any:
+    """One compiled graph per (config, descriptor file, top k, protocol) for a whole eval run."""
+    key = (repr(config), str(descriptors), top_k, protocol, dataset)
     with _GRAPHS_LOCK:
         if key not in _GRAPHS:
-            _GRAPHS[key] = build_describe_graph(config, descriptors=descriptors, top_classes=top_k)
+            _GRAPHS[key] = build_describe_graph(
+                config,
+                descriptors=descriptors,
+                top_classes=top_k,
+                protocol=protocol,
+                dataset=dataset or None,
+            )
         return _GRAPHS[key]
 
 
@@ -420,7 +505,8 @@ def eval_classify_sample(sample: dict[str, Any], config: Config, **options: Any)
         sample: ``image`` (path or handle) and optionally ``classes``.
         config: The run's configuration.
         **options: ``classes`` (list, comma-separated string or file), ``descriptors`` (a
-            descriptor JSON file; default: LLM-written), ``top_k`` (default 5).
+            descriptor JSON file; default: LLM-written), ``top_k`` (default 5), ``protocol``
+            (``default`` / ``paper``) and ``dataset`` (``imagenet`` gives the paper's ".").
 
     Returns:
         ``prediction`` and ``ranking`` (the ``top_k`` best classes by descriptors),
@@ -443,7 +529,13 @@ def eval_classify_sample(sample: dict[str, Any], config: Config, **options: Any)
             "classify needs classes: --set classes=..., descriptors=FILE or data labels"
         )
     top_k = int(options.get("top_k", 5))
-    graph = _cached_graph(config, options.get("descriptors"), top_k)
+    graph = _cached_graph(
+        config,
+        options.get("descriptors"),
+        top_k,
+        str(options.get("protocol", "default")),
+        str(options.get("dataset") or ""),
+    )
     handle = default_store(config).put(sample["image"])
     out = graph.invoke({"image": handle, "classes": classes})
     result = out["result"]

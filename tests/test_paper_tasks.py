@@ -67,3 +67,50 @@ def test_meme_tasks_accept_the_converted_release(tmp_path: Path, task: str) -> N
 
     samples = load_dataset(load_task(task), out)
     assert samples and all(s["label"] in ("harmful", "harmless") for s in samples)
+
+
+def test_imagenet_describe_paper_protocol(tmp_path: Path, fake_config: Config) -> None:
+    root, descriptors = write_imagenet(tmp_path / "imagenet")
+    data = tmp_path / "in.jsonl"
+    convert("imagenet", root, data, descriptors=str(descriptors))
+    options = {"descriptors": str(descriptors), "protocol": "paper"}
+    summary = run_task("imagenet-describe", fake_config, data=data, out=tmp_path / "run",
+                       progress=False, options=options)  # fmt: skip
+    assert summary.errors == 0 and summary.n == 3
+    assert summary.info["run"]["options"]["protocol"] == "paper"
+
+
+def test_paper_protocol_scores_the_reference_texts() -> None:
+    import numpy as np
+
+    from mmagents.graphs.describe import DescriptorClassifier
+
+    seen: list[str] = []
+
+    def features(texts: list[str]) -> np.ndarray:
+        seen.extend(texts)
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+    table = {"tench": ["a freshwater fish"], "ant": []}
+    DescriptorClassifier(None, ["tench", "ant"], table, text_features=features,
+                         protocol="paper", suffix=".")  # fmt: skip
+    assert seen == ["tench, which is a freshwater fish.", "ant, which has .", "tench.", "ant."]
+    seen.clear()
+    DescriptorClassifier(None, ["tench", "ant"], table, text_features=features)
+    assert seen == ["tench, which is a freshwater fish", "ant", "tench", "ant"]
+
+
+def test_paper_protocol_writes_descriptors_with_the_published_prompt(fake_config: Config) -> None:
+    from PIL import Image
+
+    from mmagents.graphs.describe import build_describe_graph
+    from mmagents.images import default_store
+    from mmagents.models.fake import FakeScorer, ScriptedChat
+
+    llm = ScriptedChat(replies=[" four legs\n- a bushy tail\n\nQ: next"])
+    graph = build_describe_graph(fake_config, llm=llm, scorer=FakeScorer(), protocol="paper")
+    handle = default_store(fake_config).put(Image.new("RGB", (8, 8), (9, 9, 9)))
+    out = graph.invoke({"image": handle, "classes": ["red_fox"]})
+    assert out["descriptors"] == {"red_fox": ["four legs", "a bushy tail"]}
+    prompt = llm.calls[0][-1].content
+    assert prompt.endswith("to tell there is a red fox in a photo:\n-\n") and "lemur" in prompt
