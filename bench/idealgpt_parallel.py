@@ -30,9 +30,11 @@ from typing import Any
 from PIL import Image
 
 from mmagents import load_config
-from mmagents.graphs.idealgpt import build_idealgpt_graph, initial_state, run_idealgpt
+from mmagents.graphs._run import run_graph, thread_config
+from mmagents.graphs.idealgpt import IdealGPTSettings, build_idealgpt_graph
 from mmagents.images import default_store
 from mmagents.models.fake import ScriptedChat
+from mmagents.runtime import Models
 
 SUB_QUESTIONS = ["What is the animal?", "What colour is its fur?", "What is it lying on?"]
 GOAL = 0.55
@@ -88,7 +90,7 @@ class HttpVLM:
 
 def _timed_run(graph: Any, inputs: Any, max_concurrency: int | None) -> float:
     start = time.perf_counter()
-    state = run_idealgpt(graph, inputs, max_concurrency=max_concurrency)
+    state = run_graph(graph, inputs, config=thread_config(max_concurrency=max_concurrency))
     took = time.perf_counter() - start
     assert len(state["rounds"][0]["sub_questions"]) == len(SUB_QUESTIONS), state
     return took
@@ -102,12 +104,13 @@ def measure(delay: float, repeats: int) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as home, sleepy_endpoint(delay) as url:
         config = load_config(environ={"MMAGENTS_HOME": home})
         handle = default_store(config).put(Image.new("RGB", (64, 64), (120, 90, 60)))
-        graph = build_idealgpt_graph(
-            config, llm=ScriptedChat(replies=[reply], cycle=True), vlm=HttpVLM(url), max_rounds=1
-        )
+        models = Models(config, llm=ScriptedChat(replies=[reply], cycle=True), vlm=HttpVLM(url))
+        settings = IdealGPTSettings(max_rounds=1)
+        graph = build_idealgpt_graph(config, models=models, settings=settings)
+        question = {"image": handle, "question": "What animal?"}
         cases = {
-            "round (caption given)": initial_state(handle, "What animal?", caption="an animal"),
-            "whole run (caption asked)": initial_state(handle, "What animal?"),
+            "round (caption given)": {**question, "caption": "an animal"},
+            "whole run (caption asked)": question,
         }
         _timed_run(graph, cases["round (caption given)"], None)  # warm-up: imports, sockets
         results = {}

@@ -36,7 +36,11 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     listing.set_defaults(func=_cmd_list)
     validate = sub.add_parser("validate", help="check task files (YAML, includes, metrics)")
     validate.add_argument("tasks", nargs="+", metavar="FILE_OR_NAME")
-    validate.add_argument("--check-runner", action="store_true", help="also import each runner")
+    validate.add_argument(
+        "--check-runner",
+        action="store_true",
+        help="also import each runner or pipeline and check its field mapping",
+    )
     validate.set_defaults(func=_cmd_validate)
     report = sub.add_parser("report", help="Markdown + HTML report comparing run folders")
     report.add_argument("runs", nargs="+", metavar="DIR")
@@ -206,9 +210,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mmagents._registry import import_string
     from mmagents.cli import config_from_args
-    from mmagents.errors import TaskError
+    from mmagents.errors import ConfigError, TaskError
+    from mmagents.eval.runner import check_runs
     from mmagents.eval.tasks import load_task
 
     home = config_from_args(args).home
@@ -217,15 +221,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         try:
             spec = load_task(name, home)
             if args.check_runner:
-                import_string(spec.runner)
-        except (TaskError, ImportError) as exc:
+                check_runs(spec)
+        except (TaskError, ConfigError, ImportError) as exc:
             failed += 1
             print(f"INVALID {name}: {exc}", file=sys.stderr)
             continue
         metrics = ", ".join(m.key for m in spec.metrics)
-        print(
-            f"ok {name}: task {spec.task} v{spec.version}, runner {spec.runner}, metrics {metrics}"
-        )
+        print(f"ok {name}: task {spec.task} v{spec.version}, runs {spec.runs}, metrics {metrics}")
     return 1 if failed else 0
 
 

@@ -1,5 +1,6 @@
 """Baseline runners: the floors that the pipelines and finetuned students must beat.
 
+``vqa_single_shot`` asks the answerer VLM alone, once (IdealGPT's single-shot row).
 ``meme_zero_shot`` asks the llm role, zero-shot, whether a meme is harmful, from its OCR text and
 image caption, with a structured answer (label + confidence). It is the comparison point for the
 distilled Mr.Harm student (task ``meme-harmful-zero-shot`` always runs it).
@@ -7,15 +8,18 @@ distilled Mr.Harm student (task ``meme-harmful-zero-shot`` always runs it).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mmagents._config import Config
 from mmagents.agents._untrusted import untrusted
+from mmagents.agents.reasoner import match_choice
 from mmagents.errors import ConfigError
+from mmagents.runtime import Models
 
-__all__ = ["MemeVerdict", "meme_zero_shot", "meme_zero_shot_messages"]
+__all__ = ["MemeVerdict", "meme_zero_shot", "meme_zero_shot_messages", "vqa_single_shot"]
 
 # The tags that delimit untrusted meme data in prompts/meme_zero_shot.yaml: stripped from the data
 # so a meme cannot close its own block and talk to the model as the instructions.
@@ -74,3 +78,30 @@ def meme_zero_shot(
         "confidence": result.value.confidence,
         "llm_calls": result.attempts,
     }
+
+
+def vqa_single_shot(
+    sample: dict[str, Any], *, models: Models, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """IdealGPT's single-shot baseline: the answerer VLM alone, one call (task ``vqa-single-shot``).
+
+    With ``choices`` the question lists them and the reply is mapped onto one (``None`` when it
+    names none).
+
+    Returns:
+        ``prediction``, ``raw`` (the VLM's one-line reply), ``rounds`` (0), ``llm_calls`` (0),
+        ``vlm_calls`` (1).
+
+    Raises:
+        ConfigError: any option (the baseline has none).
+    """
+    if settings:
+        raise ConfigError(f"the single-shot baseline takes no settings, got {sorted(settings)}")
+    image = models.store.resolve(sample["image"])
+    choices = [str(c) for c in sample.get("choices") or []]
+    question = sample["question"]
+    if choices:
+        question = f"{question} Choose one of: {'; '.join(choices)}."
+    raw = " ".join(str(models.vlm.answer(image, question)).split())
+    prediction = match_choice(raw, choices) if choices else (raw or None)
+    return {"prediction": prediction, "raw": raw, "rounds": 0, "llm_calls": 0, "vlm_calls": 1}

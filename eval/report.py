@@ -128,7 +128,7 @@ def _facts_blocks(runs: Sequence[Run]) -> list[Block]:
                 run.name,
                 run.task.task,
                 run.task.version,
-                run.task.runner,
+                run.task.runs,
                 len(run.records),
                 sum(r.get("error") is not None for r in run.records),
                 cache.get("hits") if cache.get("enabled") else "off",

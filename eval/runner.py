@@ -1,7 +1,12 @@
 """The evaluation runner: one task over one dataset, crash-safe, cached and concurrent.
 
-For each selected sample the task's runner ``fn(sample, config, **options) -> {"prediction": ...,
-**extras}`` is called in a thread pool (``concurrency`` workers). Each finished sample becomes one
+The runner knows no task. A pipeline task (``pipeline: NAME`` in its YAML) is run generically: one
+runtime (:class:`~mmagents.runtime.Models`, wrapped by this run's call cache when the cache is on)
+and one compiled graph per run; each sample's fields are mapped onto the pipeline's input
+(``inputs:``), the run's settings (task ``options`` < ``--set``) arrive as the graph's context, and
+the record is the output field named by ``prediction:`` plus the ``record:`` fields. A task with a
+custom ``runner: module:function`` calls ``fn(sample, *, models, settings) -> {"prediction": ...,
+**extras}`` with the run's runtime (or, older, ``fn(sample, config, **options)``) instead. Samples run in a thread pool (``concurrency`` workers). Each finished sample becomes one
 record in ``results.jsonl`` (written by the main thread, flushed and fsynced, while the workers go
 on); a failing sample becomes a record with ``error: {type, message}``. At the end the task's
 metrics are computed over every successful record in the file and written to ``metrics.json``.
@@ -21,15 +26,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mmagents._config import Config
+from mmagents._config import Config, RoleConfig
 from mmagents._registry import import_string
-from mmagents.errors import ConfigError, MMAgentsError
-from mmagents.eval.cache import CallCache, installed
+from mmagents.errors import ConfigError, MMAgentsError, TaskError
+from mmagents.eval.cache import CACHED_METHODS, CachingBackend, CallCache, LLMCallCache, installed
 from mmagents.eval.datasets import load_dataset
 from mmagents.eval.metrics import METRICS
 from mmagents.eval.results import (
@@ -45,16 +51,22 @@ from mmagents.eval.results import (
 )
 from mmagents.eval.sample import seeded_sample
 from mmagents.eval.tasks import TaskSpec, load_task
+from mmagents.graphs import Pipeline, get_pipeline
+from mmagents.runtime import Models, Wrap, image_fields
 
 __all__ = [
+    "PipelineRunner",
     "RunSummary",
     "RunnerOutputError",
+    "cache_wrap",
+    "check_runs",
     "compute_metrics",
     "default_cache_path",
     "parse_shard",
     "run_task",
     "select_samples",
     "summarize",
+    "takes_runtime",
 ]
 
 log = logging.getLogger(__name__)
@@ -140,7 +152,105 @@ def _check_options(runner: Runner, target: str, options: Mapping[str, Any]) -> N
         raise ConfigError(f"runner {target} does not accept option(s) {unknown}")
 
 
+def cache_wrap(store: CallCache) -> Wrap:
+    """The per-run hook that routes a :class:`Models`' calls through ``store``.
+
+    The llm gets a LangChain cache of its own (the instance belongs to this run's runtime, so
+    setting it touches no other run); the vision roles get a :class:`CachingBackend` proxy.
+    """
+    llm_cache = LLMCallCache(store)
+
+    def wrap(role: str, spec: RoleConfig, backend: Any) -> Any:
+        if role == "llm":
+            backend.cache = llm_cache
+            return backend
+        if role in CACHED_METHODS and not isinstance(backend, CachingBackend):
+            return CachingBackend(role, spec, backend, store)
+        return backend
+
+    return wrap
+
+
+def _apply(source: str, output: Mapping[str, Any]) -> Any:
+    name, _, transform = source.partition("|")
+    value = output.get(name)
+    if transform == "len":
+        return len(value or [])
+    if transform == "present":
+        return value is not None
+    return value
+
+
+def check_runs(task: TaskSpec) -> None:
+    """Import what runs ``task`` and check its declared mapping against the pipeline's schemas.
+
+    Raises:
+        TaskError: an input field, prediction or record field the pipeline does not have.
+        ConfigError, ImportError: an unknown pipeline, or a module that does not import.
+    """
+    if task.runner is not None:
+        _load_runner(task)
+        return
+    pipeline = get_pipeline(str(task.pipeline))
+    inputs = set(pipeline.input_schema().model_fields)
+    outputs = set(pipeline.output_keys())
+    unknown = sorted(set(task.inputs) - inputs)
+    if unknown:
+        raise TaskError(f"task {task.task!r}: {pipeline.name} has no input field(s) {unknown}")
+    used = {str(task.prediction), *(v.partition("|")[0] for v in task.record.values())}
+    missing = sorted(used - outputs)
+    if missing:
+        raise TaskError(f"task {task.task!r}: {pipeline.name} has no output field(s) {missing}")
+
+
+class PipelineRunner:
+    """Runs the samples of a pipeline task: one runtime and one compiled graph for the whole run.
+
+    Args:
+        task: A task with ``pipeline:``.
+        config: The run's configuration.
+        options: Settings overrides (task ``options`` < ``--set``), checked before any sample.
+        wrap: The run's call-cache hook (``None``: no cache).
+        backends: Ready backends by role (tests, Python callers).
+
+    Raises:
+        ConfigError, TaskError: an unknown pipeline, setting or field mapping.
+    """
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        config: Config,
+        options: Mapping[str, Any],
+        *,
+        wrap: Wrap | None = None,
+        backends: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_runs(task)
+        self.task = task
+        self.pipeline: Pipeline = get_pipeline(str(task.pipeline))
+        self.models = Models(config, wrap=wrap, **dict(backends or {}))
+        self.settings = self.pipeline.settings_for(config, options)
+        self.graph = self.pipeline.build(config, models=self.models, settings=self.settings)
+        self._images = set(image_fields(self.pipeline.input_schema()))
+
+    def __call__(self, sample: dict[str, Any], config: Config, **_: Any) -> dict[str, Any]:
+        """One sample through the graph; the record's ``prediction`` and ``record:`` fields."""
+        values: dict[str, Any] = {}
+        for name, key in self.task.inputs.items():
+            if sample.get(key) is not None:
+                value = sample[key]
+                values[name] = self.models.store.put(value) if name in self._images else value
+        state = self.graph.invoke(self.pipeline.inputs(values), context=self.settings)
+        output = self.pipeline.output_of(state)
+        record = {"prediction": output.get(str(self.task.prediction))}
+        record.update({key: _apply(src, output) for key, src in self.task.record.items()})
+        return record
+
+
 def _load_runner(task: TaskSpec) -> Runner:
+    if task.runner is None:
+        raise TaskError(f"task {task.task!r} runs a pipeline, not a runner")
     try:
         runner = import_string(task.runner)
     except ImportError as exc:
@@ -150,6 +260,39 @@ def _load_runner(task: TaskSpec) -> Runner:
     if not callable(runner):
         raise ConfigError(f"task {task.task!r}: runner {task.runner!r} is not callable")
     return runner  # type: ignore[return-value]
+
+
+def _runner_of(
+    spec: TaskSpec,
+    config: Config,
+    options: Mapping[str, Any],
+    store: CallCache | None,
+    backends: Mapping[str, Any] | None,
+) -> Runner:
+    wrap = cache_wrap(store) if store is not None else None
+    if spec.runner is None:
+        return PipelineRunner(spec, config, options, wrap=wrap, backends=backends)
+    runner = _load_runner(spec)
+    if not takes_runtime(runner):
+        _check_options(runner, spec.runner, options)
+        return runner
+    models = Models(config, wrap=wrap, **dict(backends or {}))
+    fixed = dict(options)
+
+    def with_runtime(sample: dict[str, Any], config: Config, **_: Any) -> Mapping[str, Any]:
+        return runner(sample, models=models, settings=fixed)
+
+    return with_runtime
+
+
+def takes_runtime(runner: Runner) -> bool:
+    """Whether a custom runner is ``fn(sample, *, models, settings)`` (it gets the run's runtime)
+    rather than the older ``fn(sample, config, **options)`` (which needs the process-wide hook)."""
+    try:
+        params = inspect.signature(runner).parameters
+    except (TypeError, ValueError):
+        return False
+    return "models" in params and params["models"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
 def _evaluate_one(
@@ -282,7 +425,7 @@ def summarize(
     info: dict[str, Any] = {
         "task": task.task,
         "version": task.version,
-        "runner": task.runner,
+        "runner": task.runs,
         "metrics": values,
         "n": len(records),
         "n_ok": len(records) - len(errored),
@@ -316,6 +459,7 @@ def run_task(
     cache_path: str | Path | None = None,
     options: Mapping[str, Any] | None = None,
     progress: bool = True,
+    backends: Mapping[str, Any] | None = None,
 ) -> RunSummary:
     """Run ``task`` over its dataset and write the run folder ``out``.
 
@@ -335,6 +479,7 @@ def run_task(
         cache_path: The cache file (default ``config.cache_dir / "calls.sqlite"``).
         options: Runner options (``--model DIR`` → ``model``, ``--set k=v``), over the task's own.
         progress: Show a progress bar on stderr.
+        backends: Ready backends by role for a pipeline task's runtime (tests, Python callers).
 
     Returns:
         The summary; ``summary.exit_code`` is 1 when any sample or metric failed.
@@ -347,44 +492,51 @@ def run_task(
     spec = task if isinstance(task, TaskSpec) else load_task(task, config.home)
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
-    runner = _load_runner(spec)
     run_options = {**spec.options, **(options or {})}
-    _check_options(runner, spec.runner, run_options)
-    # The loader may stop reading at --limit only when no seeded subset is drawn from the whole.
-    rows = load_dataset(spec, data, config=config, limit=limit if sample is None else None)
-    selection = select_samples(rows, limit, shard, sample)
-    out = Path(out).expanduser()
-    with FolderLock(out):
-        kept, torn = _prepare_folder(out, resume, overwrite)
-        (out / TASK_FILE).write_text(spec.to_yaml(), encoding="utf-8")
-        done = {r["id"] for r in kept}
-        todo = [s for s in selection if s["id"] not in done]
-        store = CallCache(cache_path or default_cache_path(config)) if use_cache else None
-        desc = f"{spec.task}" + (f" [{shard[0]}/{shard[1]}]" if shard[1] > 1 else "")
-        bar = _progress(len(selection), len(selection) - len(todo), desc, progress)
-        try:
-            with installed(store), ResultsWriter(out / RESULTS_FILE) as writer:
-                errors = _execute(runner, todo, spec, config, run_options, writer, bar, concurrency)
-        finally:
-            bar.close()
-            cache_stats = store.stats() if store else {}
-            if store:
-                store.close()
-        records, _ = read_records(out / RESULTS_FILE)
-        run_info = {
-            "ran": len(todo),
-            "resumed": len(kept),
-            "torn_lines_dropped": torn,
-            "new_errors": sum(errors.values()),
-            "data": str(spec.data_path(data).resolve()),
-            "limit": limit,
-            "sample": None if sample is None else {"n": sample[0], "seed": sample[1]},
-            "shard": f"{shard[0]}/{shard[1]}",
-            "concurrency": concurrency,
-            "options": to_json(run_options),
-            "profile": config.profile,
-            "backends": {role: rc.backend for role, rc in config.roles.items()},
-        }
-        cache_info = {"enabled": store is not None, **cache_stats}
-        summary = summarize(spec, records, out, cache_info, time.perf_counter() - started, run_info)
+    store = CallCache(cache_path or default_cache_path(config)) if use_cache else None
+    try:
+        runner = _runner_of(spec, config, run_options, store, backends)
+        # The loader may stop reading at --limit only when no seeded subset is drawn from it all.
+        rows = load_dataset(spec, data, config=config, limit=limit if sample is None else None)
+        selection = select_samples(rows, limit, shard, sample)
+        out = Path(out).expanduser()
+        with FolderLock(out):
+            kept, torn = _prepare_folder(out, resume, overwrite)
+            (out / TASK_FILE).write_text(spec.to_yaml(), encoding="utf-8")
+            done = {r["id"] for r in kept}
+            todo = [s for s in selection if s["id"] not in done]
+            desc = f"{spec.task}" + (f" [{shard[0]}/{shard[1]}]" if shard[1] > 1 else "")
+            bar = _progress(len(selection), len(selection) - len(todo), desc, progress)
+            # A pipeline task's cache is its own runtime's; only a custom runner still needs
+            # the process-wide hook, for the time its block runs.
+            legacy = spec.runner is not None and not takes_runtime(_load_runner(spec))
+            hook = installed(store) if legacy else nullcontext()
+            try:
+                with hook, ResultsWriter(out / RESULTS_FILE) as writer:
+                    errors = _execute(
+                        runner, todo, spec, config, run_options, writer, bar, concurrency
+                    )
+            finally:
+                bar.close()
+            cache_info = {"enabled": store is not None, **(store.stats() if store else {})}
+            records, _ = read_records(out / RESULTS_FILE)
+            run_info = {
+                "ran": len(todo),
+                "resumed": len(kept),
+                "torn_lines_dropped": torn,
+                "new_errors": sum(errors.values()),
+                "data": str(spec.data_path(data).resolve()),
+                "limit": limit,
+                "sample": None if sample is None else {"n": sample[0], "seed": sample[1]},
+                "shard": f"{shard[0]}/{shard[1]}",
+                "concurrency": concurrency,
+                "options": to_json(run_options),
+                "profile": config.profile,
+                "backends": {role: rc.backend for role, rc in config.roles.items()},
+            }
+            elapsed = time.perf_counter() - started
+            summary = summarize(spec, records, out, cache_info, elapsed, run_info)
+    finally:
+        if store:
+            store.close()
     return summary

@@ -1,16 +1,22 @@
 """Evaluation tasks: versioned YAML files with ``include:`` inheritance, and their registry.
 
-A task file names a dataset loader, the runner (``"module:function"``, imported only when the task
-runs), the target field, an answer normaliser and the metrics::
+A task file names a dataset loader, what runs each sample, the target field, an answer normaliser
+and the metrics. What runs is either a pipeline of :data:`mmagents.graphs.PIPELINES` with the glue
+declared as data (which sample key feeds which input field, which output field is the prediction,
+which output fields are recorded), or a custom runner ``"module:function"`` (imported only when the
+task runs) for glue that is more than a mapping::
 
-    task: meme-harmful
-    version: 1
+    task: vqa
+    version: 2
     include: _labels.yaml            # optional: a file next to this one, or a task name
-    runner: mmagents.graphs.meme:eval_meme_sample
-    dataset: {loader: jsonl, required: [text, caption, label]}
-    target: label
-    normalizer: {name: label_map, mapping: {harmful: [1, hateful], harmless: [0]}}
-    metrics: [accuracy, macro_f1, {top_k: {k: 5}}]
+    pipeline: idealgpt
+    inputs: {image: image, question: question, choices: choices}    # input field: sample key
+    prediction: answer                                               # output field
+    record: {rounds: rounds|len, llm_calls: llm_calls, invalid_output: error|present}
+    dataset: {loader: jsonl, required: [image, question, answers], image_fields: [image]}
+    target: answers
+    normalizer: vqa
+    metrics: [vqa_accuracy, unknown_ratio, {mean: {field: llm_calls}}]
 
 Included files are merged first, the including file last (mappings merge key by key, everything
 else is replaced). Files whose name starts with ``_`` are templates: they can be included but are
@@ -41,6 +47,7 @@ from mmagents.eval.metrics import METRICS, metric_key
 from mmagents.eval.normalize import NORMALIZERS, Normalizer, build_normalizer
 
 __all__ = [
+    "RECORD_TRANSFORMS",
     "DatasetSpec",
     "MetricSpec",
     "NormalizerSpec",
@@ -52,6 +59,9 @@ __all__ = [
     "load_task_file",
     "register_task",
 ]
+
+#: ``record:`` value transforms: ``"rounds|len"`` (a list's length), ``"error|present"`` (set?).
+RECORD_TRANSFORMS = ("len", "present")
 
 _RUNNER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -139,7 +149,11 @@ class TaskSpec(_Strict):
     task: str
     version: int | str
     description: str = ""
-    runner: str
+    runner: str | None = None
+    pipeline: str | None = None
+    inputs: dict[str, str] = Field(default_factory=dict)
+    prediction: str | None = None
+    record: dict[str, str] = Field(default_factory=dict)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     id_field: str = "id"
     target: str | None = "label"
@@ -150,8 +164,8 @@ class TaskSpec(_Strict):
 
     @field_validator("runner")
     @classmethod
-    def _runner_format(cls, value: str) -> str:
-        if not _RUNNER.match(value):
+    def _runner_format(cls, value: str | None) -> str | None:
+        if value is not None and not _RUNNER.match(value):
             raise ValueError(f"runner must look like 'package.module:function', got {value!r}")
         return value
 
@@ -190,6 +204,29 @@ class TaskSpec(_Strict):
             else:
                 out.append(item)
         return out
+
+    @model_validator(mode="after")
+    def _runs_something(self) -> TaskSpec:
+        # A pipeline task declares its glue as data; a custom `runner:` replaces it entirely.
+        if self.runner is None and self.pipeline is None:
+            raise ValueError("a task needs `pipeline:` (with inputs/prediction) or `runner:`")
+        if self.runner is not None:
+            return self
+        if not self.inputs or not self.prediction:
+            raise ValueError(f"pipeline task {self.pipeline!r} needs `inputs:` and `prediction:`")
+        for key, source in self.record.items():
+            _, bar, transform = source.partition("|")
+            if bar and transform not in RECORD_TRANSFORMS:
+                raise ValueError(
+                    f"record {key}: unknown transform {transform!r}; known: "
+                    f"{', '.join(RECORD_TRANSFORMS)}"
+                )
+        return self
+
+    @property
+    def runs(self) -> str:
+        """What runs each sample: ``pipeline:NAME`` or the runner's ``module:function``."""
+        return self.runner or f"pipeline:{self.pipeline}"
 
     @model_validator(mode="after")
     def _unique_keys(self) -> TaskSpec:

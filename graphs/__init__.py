@@ -140,6 +140,16 @@ class Pipeline:
         schema = self.output_schema()
         return tuple(getattr(schema, "__annotations__", {}))
 
+    def output_of(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """A run's public result: every output key (``None`` when unset), ``error`` only when set.
+
+        This is the one output convention (``mmagents run --json``, tools, the harness).
+        """
+        out = {key: state.get(key) for key in self.output_keys()}
+        if out.get("error") is None:
+            out.pop("error", None)
+        return out
+
 
 def _row(name: str, summary: str, module: str, stem: str, prefix: str) -> Pipeline:
     return Pipeline(

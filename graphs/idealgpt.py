@@ -13,99 +13,84 @@ reference's precomputed captions). The ``questioner`` LLM, which never sees the 
 answer and a confidence. The loop stops when the answer is confident enough; otherwise the
 questioner, shown the analysis, asks more, up to ``max_rounds`` rounds, and the final round's
 reasoner must answer (its schema forbids "not sure"). When a model's output does not validate after
-the bounded repairs, the error is recorded in ``state["error"]`` and the graph ends cleanly.
+the bounded repairs, the error is recorded in the output's ``error`` and the graph ends cleanly.
 
 >>> graph = build_idealgpt_graph(config)
->>> state = graph.invoke(initial_state(handle, "What animal is in this picture?"))
->>> state["answer"], state["confidence"], len(state["rounds"])
+>>> out = graph.invoke({"image": handle, "question": "What animal is in this picture?"},
+...                    context=IdealGPTSettings(max_rounds=2))
+>>> out["answer"], out["confidence"], len(out["rounds"])
 
-Settings come from ``[graphs.idealgpt]`` (see :class:`IdealGPTSettings`); a checkpointer
-(:func:`sqlite_checkpointer`) lets an interrupted run resume its thread.
+Settings (:class:`IdealGPTSettings`) come from ``[graphs.idealgpt]`` and may change per run through
+the runtime context; a checkpointer (:func:`mmagents.graphs._run.sqlite_checkpointer`) lets an
+interrupted run resume its thread.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import operator
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar, TypedDict
 
-from mmagents.errors import ConfigError, StructuredOutputError
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_config
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from langchain_core.runnables import RunnableConfig
-    from langgraph.checkpoint.base import BaseCheckpointSaver
-    from langgraph.checkpoint.sqlite import SqliteSaver
-    from rich.console import Console
-
-    from mmagents._config import Config
+from mmagents._config import Config
+from mmagents.agents.questioner import build_questioner
+from mmagents.agents.reasoner import build_reasoner
+from mmagents.errors import StructuredOutputError
+from mmagents.graphs._settings import PipelineSettings, context_of, resolve_settings
+from mmagents.runtime import Models, image_input
 
 __all__ = [
+    "MAX_ROUNDS",
     "ErrorInfo",
+    "IdealGPTInput",
+    "IdealGPTOutput",
     "IdealGPTSettings",
     "IdealGPTState",
     "Round",
     "SubAnswer",
     "build_idealgpt_graph",
-    "eval_vqa_sample",
-    "eval_vqa_single_shot",
-    "initial_state",
-    "register_cli",
-    "result_of",
-    "run_demo",
-    "run_idealgpt",
-    "sqlite_checkpointer",
 ]
 
-SECTION = "graphs.idealgpt"
+#: The most rounds a run may ask for; the graph's recursion limit is set from it, so any per-run
+#: ``max_rounds`` up to this bound fits (three supersteps per round plus the caption).
+MAX_ROUNDS = 20
 
 
-@dataclass(frozen=True)
-class IdealGPTSettings:
-    """Knobs of the loop (``[graphs.idealgpt]`` in the config, or keyword overrides).
+class IdealGPTSettings(PipelineSettings):
+    """Knobs of the loop (``[graphs.idealgpt]``, or per run: ``--set max_rounds=2``)."""
 
-    Attributes:
-        max_rounds: Rounds before the final, forced answer (the reference's default: 4).
-        sub_questions: Most sub-questions per round (the schema's list bound, 1 to 5).
-        confidence_threshold: The loop stops when the reasoner answers with at least this
-            confidence (0 to 1); below it, another round is asked for.
-        max_repairs: Repair attempts per LLM call when its output does not validate.
-    """
+    section: ClassVar[str] = "graphs.idealgpt"
 
-    max_rounds: int = 4
-    sub_questions: int = 3
-    confidence_threshold: float = 0.5
-    max_repairs: int = 2
-
-    def __post_init__(self) -> None:
-        if self.max_rounds < 1:
-            raise ConfigError(f"[{SECTION}] max_rounds must be >= 1, got {self.max_rounds}")
-        if not 1 <= self.sub_questions <= 5:
-            raise ConfigError(f"[{SECTION}] sub_questions must be 1..5, got {self.sub_questions}")
-        if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise ConfigError(
-                f"[{SECTION}] confidence_threshold must be 0..1, got {self.confidence_threshold}"
-            )
-        if self.max_repairs < 0:
-            raise ConfigError(f"[{SECTION}] max_repairs must be >= 0, got {self.max_repairs}")
-
-    @classmethod
-    def from_config(cls, config: Config, **overrides: Any) -> IdealGPTSettings:
-        """Defaults, then ``[graphs.idealgpt]``, then ``overrides`` (``None`` values skipped).
-
-        Raises:
-            ConfigError: an unknown key or an invalid value.
-        """
-        from mmagents.graphs._settings import settings_from_section
-
-        return settings_from_section(cls, config, SECTION, overrides)
+    max_rounds: int = Field(
+        4, ge=1, le=MAX_ROUNDS, description="rounds before the final, forced answer (reference: 4)"
+    )
+    sub_questions: int = Field(3, ge=1, le=5, description="most sub-questions per round")
+    confidence_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="stop once the reasoner's confidence reaches this"
+    )
+    max_repairs: int = Field(
+        2, ge=0, le=10, description="repair attempts per LLM call whose output does not validate"
+    )
 
 
-# -- state ---------------------------------------------------------------------------------------
+class IdealGPTInput(BaseModel):
+    """One question about one image."""
+
+    image: str = image_input("the image (a file, or a stored image handle)")
+    question: str = Field(min_length=1, description="the question about the image")
+    choices: list[str] | None = Field(
+        default=None, description="answer choices of a multiple-choice question (optional)"
+    )
+    caption: str | None = Field(
+        default=None, description="use this caption instead of asking the VLM (optional)"
+    )
 
 
 class SubAnswer(TypedDict):
@@ -130,6 +115,17 @@ class ErrorInfo(TypedDict):
     node: str
 
 
+class IdealGPTOutput(TypedDict, total=False):
+    """The result of a run. ``answer`` is ``None`` when the reasoner was not sure (or failed)."""
+
+    answer: str | None
+    confidence: float | None
+    rounds: Annotated[list[Round], operator.add]
+    llm_calls: Annotated[int, operator.add]
+    vlm_calls: Annotated[int, operator.add]
+    error: ErrorInfo | None
+
+
 class _Answered(TypedDict):
     """One answerer's result, tagged so the reasoner can order the round's answers."""
 
@@ -148,34 +144,15 @@ class AnswerTask(TypedDict):
     index: int
 
 
-class IdealGPTState(TypedDict, total=False):
-    """The graph's state. Inputs: ``image`` (a handle), ``question``, optional ``choices`` and
-    ``caption``. ``rounds`` grows by one per round; the counters add up across nodes."""
+class IdealGPTState(IdealGPTOutput, total=False):
+    """The output's keys, the input, and the loop's working fields (``asked``, ``answered``)."""
 
     image: str
     question: str
     choices: list[str] | None
-    caption: str
-    rounds: Annotated[list[Round], operator.add]
+    caption: str | None
     asked: list[str]
     answered: Annotated[list[_Answered], operator.add]
-    answer: str | None
-    confidence: float | None
-    llm_calls: Annotated[int, operator.add]
-    vlm_calls: Annotated[int, operator.add]
-    error: ErrorInfo | None
-
-
-def initial_state(
-    image: str, question: str, choices: Sequence[str] | None = None, caption: str | None = None
-) -> IdealGPTState:
-    """The input of a run: an image handle, the question and optional choices / caption."""
-    state: IdealGPTState = {"image": image, "question": question, "choices": None}
-    if choices:
-        state["choices"] = [str(c) for c in choices]
-    if caption:
-        state["caption"] = caption
-    return state
 
 
 def _flatten(rounds: Iterable[Round]) -> list[SubAnswer]:
@@ -191,34 +168,27 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-# -- nodes ---------------------------------------------------------------------------------------
-
-
 class _Nodes:
-    """The graph's nodes and routers, sharing the models, the image store and the settings."""
+    """The graph's nodes and routers over one runtime; settings are read per run."""
 
-    def __init__(self, config: Config, settings: IdealGPTSettings, llm: Any, vlm: Any) -> None:
-        from mmagents.agents.questioner import build_questioner
-        from mmagents.agents.reasoner import build_reasoner
-        from mmagents.images import default_store
-        from mmagents.models import load_role
+    def __init__(self, models: Models, default: IdealGPTSettings) -> None:
+        self.models = models
+        self.default = default
 
-        self.settings = settings
-        self.store = default_store(config)
-        self.vlm = vlm if vlm is not None else load_role("vlm", config)
-        llm = llm if llm is not None else load_role("llm", config)
-        self.questioner = build_questioner(
-            llm, max_sub_questions=settings.sub_questions, max_repairs=settings.max_repairs
-        )
-        self.reasoner = build_reasoner(llm, max_repairs=settings.max_repairs)
+    def _settings(self, runtime: Runtime[IdealGPTSettings]) -> IdealGPTSettings:
+        return context_of(runtime, self.default)
 
     def caption(self, state: IdealGPTState) -> dict[str, Any]:
         if state.get("caption"):
             return {}
-        text = self.vlm.caption(self.store.get(state["image"]))
+        text = self.models.vlm.caption(self.models.store.resolve(state["image"]))
         return {"caption": _one_line(text), "vlm_calls": 1}
 
-    def ask(self, state: IdealGPTState, config: RunnableConfig) -> dict[str, Any]:
+    def ask(self, state: IdealGPTState, runtime: Runtime[IdealGPTSettings]) -> dict[str, Any]:
+        s = self._settings(runtime)
+        questioner = build_questioner(
+            self.models.llm, max_sub_questions=s.sub_questions, max_repairs=s.max_repairs
+        )
         rounds = state.get("rounds") or []
         inputs = {
             "question": state["question"],
@@ -228,16 +198,13 @@ class _Nodes:
             "analysis": rounds[-1]["analysis"] if rounds else None,
         }
         try:
-            out = self.questioner.invoke(inputs, config)
+            out = questioner.invoke(inputs, get_config())  # type: ignore[arg-type]
         except StructuredOutputError as exc:
             return {"error": _error("questioner", exc), "llm_calls": exc.attempts}
         return {"asked": list(out.value.sub_questions), "llm_calls": out.attempts}
 
     def fan_out(self, state: IdealGPTState) -> Any:
         """One ``Send`` per sub-question, so the answerers run concurrently; END on error."""
-        from langgraph.graph import END
-        from langgraph.types import Send
-
         if state.get("error"):
             return END
         number = len(state.get("rounds") or []) + 1
@@ -247,7 +214,7 @@ class _Nodes:
         ]
 
     def answer(self, state: AnswerTask) -> dict[str, Any]:
-        reply = self.vlm.answer(self.store.get(state["image"]), state["question"])
+        reply = self.models.vlm.answer(self.models.store.resolve(state["image"]), state["question"])
         answered: _Answered = {
             "round": state["round"],
             "index": state["index"],
@@ -256,7 +223,9 @@ class _Nodes:
         }
         return {"answered": [answered], "vlm_calls": 1}
 
-    def reason(self, state: IdealGPTState, config: RunnableConfig) -> dict[str, Any]:
+    def reason(self, state: IdealGPTState, runtime: Runtime[IdealGPTSettings]) -> dict[str, Any]:
+        s = self._settings(runtime)
+        reasoner = build_reasoner(self.models.llm, max_repairs=s.max_repairs)
         rounds = state.get("rounds") or []
         number = len(rounds) + 1
         current = sorted(
@@ -269,10 +238,10 @@ class _Nodes:
             "caption": state.get("caption", ""),
             "choices": state.get("choices"),
             "sub_answers": [*_flatten(rounds), *qas],
-            "final": number >= self.settings.max_rounds,
+            "final": number >= s.max_rounds,
         }
         try:
-            out = self.reasoner.invoke(inputs, config)
+            out = reasoner.invoke(inputs, get_config())  # type: ignore[arg-type]
         except StructuredOutputError as exc:
             failed: Round = {"sub_questions": qas, "analysis": ""}
             return {"rounds": [failed], "error": _error("reasoner", exc), "llm_calls": exc.attempts}
@@ -285,54 +254,49 @@ class _Nodes:
             "llm_calls": out.attempts,
         }
 
-    def next_step(self, state: IdealGPTState) -> str:
+    def next_step(self, state: IdealGPTState, runtime: Runtime[IdealGPTSettings]) -> str:
         """END when an error occurred, the answer is confident, or the last round is done."""
-        from langgraph.graph import END
-
+        s = self._settings(runtime)
         if state.get("error"):
             return END
-        confident = (state.get("confidence") or 0.0) >= self.settings.confidence_threshold
+        confident = (state.get("confidence") or 0.0) >= s.confidence_threshold
         if state.get("answer") and confident:
             return END
-        if len(state.get("rounds") or []) >= self.settings.max_rounds:
+        if len(state.get("rounds") or []) >= s.max_rounds:
             return END
         return "questioner"
 
 
 def build_idealgpt_graph(
-    config: Config,
+    config: Config | None = None,
     *,
-    llm: Any = None,
-    vlm: Any = None,
-    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    models: Models | None = None,
     settings: IdealGPTSettings | None = None,
-    **overrides: Any,
-) -> Any:
-    """Compile the IdealGPT graph.
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[IdealGPTState, IdealGPTSettings, IdealGPTInput, IdealGPTOutput]:
+    """Compile the IdealGPT graph (no model loads until a node needs it).
 
     Args:
-        config: The resolved configuration (image store, roles, ``[graphs.idealgpt]``).
-        llm: Chat model for the questioner and the reasoner (default: the ``llm`` role).
-        vlm: Captioner / answerer (default: the ``vlm`` role).
-        checkpointer: A LangGraph checkpointer (e.g. :func:`sqlite_checkpointer`); runs then need
-            ``{"configurable": {"thread_id": ...}}`` and an interrupted thread resumes with input
-            ``None``.
-        settings: The loop's settings (default: from ``config``).
-        **overrides: Overrides of :class:`IdealGPTSettings` fields (``max_rounds=2``, ...).
-
-    Returns:
-        A compiled ``StateGraph`` over :class:`IdealGPTState`.
+        config: The configuration (roles, image store, ``[graphs.idealgpt]``); default: the
+            models' config, else :func:`~mmagents.load_config`.
+        models: The runtime: ``llm`` (questioner and reasoner), ``vlm`` (captioner and answerer)
+            and the image store (default: ``Models(config)``).
+        settings: The settings used when a run passes no ``context`` (default: from the config).
+        checkpointer: A LangGraph checkpointer; runs then need a ``thread_id`` and an
+            interrupted thread resumes with input ``None``.
 
     Raises:
-        ConfigError: an unknown or invalid setting.
+        ConfigError: an invalid ``[graphs.idealgpt]`` section.
     """
-    from langgraph.graph import END, START, StateGraph
-
-    if settings is not None and overrides:
-        raise TypeError("pass either settings or keyword overrides, not both")
-    settings = settings or IdealGPTSettings.from_config(config, **overrides)
-    nodes = _Nodes(config, settings, llm, vlm)
-    graph = StateGraph(IdealGPTState)
+    models = models or Models(config)
+    default = settings or resolve_settings(IdealGPTSettings, config or models.config)
+    nodes = _Nodes(models, default)
+    graph = StateGraph(
+        IdealGPTState,
+        context_schema=IdealGPTSettings,
+        input_schema=IdealGPTInput,
+        output_schema=IdealGPTOutput,
+    )
     graph.add_node("caption", nodes.caption)
     graph.add_node("questioner", nodes.ask)
     graph.add_node("answerer", nodes.answer, input_schema=AnswerTask)
@@ -343,395 +307,4 @@ def build_idealgpt_graph(
     graph.add_edge("answerer", "reasoner")
     graph.add_conditional_edges("reasoner", nodes.next_step, ["questioner", END])
     compiled = graph.compile(checkpointer=checkpointer, name="idealgpt")
-    # Three supersteps per round plus the caption; the default limit (25) would cap rounds at 7.
-    return compiled.with_config(recursion_limit=3 * settings.max_rounds + 10)
-
-
-def sqlite_checkpointer(path: str | Path) -> SqliteSaver:
-    """A SQLite checkpointer at ``path`` (created with its folder), safe for parallel nodes."""
-    import sqlite3
-
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Answerers run in worker threads and write their checkpoints from there; SqliteSaver
-    # serialises access with its own lock.
-    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
-
-
-# -- running -------------------------------------------------------------------------------------
-
-Update = Callable[[str, Mapping[str, Any]], None]
-
-
-def run_idealgpt(
-    graph: Any,
-    inputs: IdealGPTState | None,
-    *,
-    thread_id: str | None = None,
-    on_update: Update | None = None,
-    max_concurrency: int | None = None,
-) -> IdealGPTState:
-    """Run (or, with ``inputs=None`` and a thread, resume) the graph, streaming node updates.
-
-    Args:
-        graph: A graph from :func:`build_idealgpt_graph`.
-        inputs: The input state (:func:`initial_state`), or ``None`` to resume ``thread_id``.
-        thread_id: The checkpointer thread (needed when the graph has a checkpointer).
-        on_update: Called as ``on_update(node, update)`` each time a node finishes
-            (``stream_mode="updates"``); the answerers of a round report one by one.
-        max_concurrency: Most nodes run at once (``1`` answers sub-questions one after another).
-
-    Returns:
-        The final state.
-    """
-    run_config: dict[str, Any] = {}
-    if thread_id is not None:
-        run_config["configurable"] = {"thread_id": thread_id}
-    if max_concurrency is not None:
-        run_config["max_concurrency"] = max_concurrency
-    final: IdealGPTState = {}
-    for mode, chunk in graph.stream(inputs, run_config, stream_mode=["updates", "values"]):
-        if mode == "values":
-            final = chunk
-        elif on_update is not None:
-            for node, update in chunk.items():
-                if isinstance(update, Mapping):
-                    on_update(node, update)
-    return final
-
-
-def result_of(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The public result of a run: answer, confidence, rounds, call counts (and error, if any)."""
-    result: dict[str, Any] = {
-        "answer": state.get("answer"),
-        "confidence": state.get("confidence"),
-        "rounds": [
-            {"sub_questions": [dict(qa) for qa in r["sub_questions"]], "analysis": r["analysis"]}
-            for r in state.get("rounds") or []
-        ],
-        "llm_calls": state.get("llm_calls", 0),
-        "vlm_calls": state.get("vlm_calls", 0),
-    }
-    if state.get("error"):
-        result["error"] = dict(state["error"])
-    return result
-
-
-# -- trace ---------------------------------------------------------------------------------------
-
-
-class _Trace:
-    """Prints each node's update as it arrives, as a readable trace of the loop."""
-
-    def __init__(self, console: Console, settings: IdealGPTSettings, rounds_done: int = 0) -> None:
-        self.console = console
-        self.settings = settings
-        self.round = rounds_done
-        self.started = time.perf_counter()
-
-    def _elapsed(self) -> str:
-        return f"[dim]{time.perf_counter() - self.started:6.1f}s[/]"
-
-    def header(self, image: str, question: str, choices: Sequence[str] | None) -> None:
-        from rich.markup import escape
-
-        lines = [f"[bold]Question[/] {escape(question)}", f"[bold]Image[/] {escape(image)}"]
-        if choices:
-            lines.append("[bold]Choices[/] " + " | ".join(escape(c) for c in choices))
-        s = self.settings
-        lines.append(
-            f"[dim]max {s.max_rounds} rounds · {s.sub_questions} sub-questions per round · "
-            f"stop at confidence >= {s.confidence_threshold}[/]"
-        )
-        from rich.panel import Panel
-
-        self.console.print(Panel("\n".join(lines), title="IdealGPT", expand=False))
-
-    def __call__(self, node: str, update: Mapping[str, Any]) -> None:
-        from rich.markup import escape
-
-        if update.get("error"):
-            err = update["error"]
-            self.console.print(
-                f"{self._elapsed()} [bold red]{node} failed[/] {err['type']}: {escape(err['message'])}"
-            )
-        elif node == "caption" and "caption" in update:
-            self.console.print(f"{self._elapsed()} [cyan]caption[/]   {escape(update['caption'])}")
-        elif node == "questioner":
-            self.round += 1
-            self.console.rule(f"round {self.round}")
-            for i, q in enumerate(update.get("asked", []), 1):
-                self.console.print(f"{self._elapsed()} [magenta]ask {i}[/]     {escape(q)}")
-        elif node == "answerer":
-            for a in update.get("answered", []):
-                self.console.print(
-                    f"{self._elapsed()} [green]answer {a['index'] + 1}[/]  {escape(a['question'])} "
-                    f"[bold]→[/] {escape(a['answer'])}"
-                )
-        elif node == "reasoner":
-            self._reasoned(update)
-
-    def _reasoned(self, update: Mapping[str, Any]) -> None:
-        from rich.markup import escape
-
-        analysis = update["rounds"][-1]["analysis"] if update.get("rounds") else ""
-        answer = update.get("answer")
-        confidence = update.get("confidence") or 0.0
-        self.console.print(f"{self._elapsed()} [yellow]reasoner[/]  {escape(analysis)}")
-        shown = escape(answer) if answer else "[italic]not sure[/]"
-        confident = bool(answer) and confidence >= self.settings.confidence_threshold
-        verdict = "stop" if confident or self.round >= self.settings.max_rounds else "next round"
-        self.console.print(
-            f"{' ' * 8}[bold]answer[/] {shown} (confidence {confidence:.2f}) → {verdict}"
-        )
-
-    def summary(self, result: Mapping[str, Any]) -> None:
-        from rich.markup import escape
-
-        self.console.rule()
-        if result.get("error"):
-            err = result["error"]
-            self.console.print(
-                f"[bold red]stopped: {err['type']} in {err['node']}[/] {escape(err['message'])}"
-            )
-        answer = escape(str(result["answer"])) if result["answer"] else "[italic]none[/]"
-        confidence = result["confidence"]
-        shown = f"{confidence:.2f}" if isinstance(confidence, float) else "-"
-        self.console.print(
-            f"[bold]Answer[/] {answer}   confidence {shown} · {len(result['rounds'])} round(s) · "
-            f"{result['llm_calls']} LLM call(s) · {result['vlm_calls']} VLM call(s) · "
-            f"{time.perf_counter() - self.started:.1f}s"
-        )
-
-
-# -- command line and demo -----------------------------------------------------------------------
-
-
-def register_cli(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """``mmagents run idealgpt --image P --question Q [--choices A B ...] [--json] ...``."""
-    parser.add_argument("--image", required=True, help="image file (or a stored image handle)")
-    parser.add_argument("--question", required=True, help="the question about the image")
-    parser.add_argument("--choices", nargs="+", metavar="CHOICE", help="answer choices (optional)")
-    parser.add_argument("--caption", help="use this caption instead of asking the VLM")
-    parser.add_argument("--max-rounds", type=int, help="rounds before a forced answer (default 4)")
-    parser.add_argument(
-        "--sub-questions", type=int, help="most sub-questions per round (default 3)"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object, no trace")
-    parser.add_argument("--thread", help="checkpoint thread id: resume this run if interrupted")
-    parser.add_argument(
-        "--checkpoint",
-        metavar="PATH",
-        help="SQLite checkpoint file for --thread (default: <home>/checkpoints/idealgpt.sqlite)",
-    )
-    parser.set_defaults(func=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    from mmagents.cli import config_from_args
-
-    if args.checkpoint and not args.thread:
-        raise ConfigError("--checkpoint needs --thread ID (the run to start or resume)")
-    config = config_from_args(args)
-    settings = IdealGPTSettings.from_config(
-        config, max_rounds=args.max_rounds, sub_questions=args.sub_questions
-    )
-    checkpoint = None
-    if args.thread:
-        checkpoint = Path(args.checkpoint or config.home / "checkpoints" / "idealgpt.sqlite")
-    return _run_and_report(
-        config,
-        settings,
-        image=args.image,
-        question=args.question,
-        choices=args.choices,
-        caption=args.caption,
-        as_json=args.json,
-        thread_id=args.thread,
-        checkpoint=checkpoint,
-    )
-
-
-def _run_and_report(
-    config: Config,
-    settings: IdealGPTSettings,
-    *,
-    image: str | Path,
-    question: str,
-    choices: Sequence[str] | None = None,
-    caption: str | None = None,
-    as_json: bool = False,
-    thread_id: str | None = None,
-    checkpoint: Path | None = None,
-    console: Console | None = None,
-) -> int:
-    """Run once, print the trace (or one JSON object), return the exit code (1 on error)."""
-    from rich.console import Console
-
-    from mmagents.images import default_store
-
-    handle = default_store(config).put(image)
-    saver = sqlite_checkpointer(checkpoint) if checkpoint is not None else None
-    try:
-        graph = build_idealgpt_graph(config, checkpointer=saver, settings=settings)
-        fresh = initial_state(handle, question, choices, caption)
-        inputs, done = (
-            (fresh, None) if thread_id is None else _thread_status(graph, thread_id, fresh)
-        )
-        trace = None
-        if not as_json:
-            rounds_done = len((done or {}).get("rounds") or [])
-            trace = _Trace(console or Console(), settings, rounds_done)
-            trace.header(str(image), question, choices)
-            if done is not None:
-                trace.console.print(
-                    f"[dim]thread {thread_id} already finished: its stored result[/]"
-                )
-        if done is None:
-            done = run_idealgpt(graph, inputs, thread_id=thread_id, on_update=trace)
-    finally:
-        if saver is not None:
-            saver.conn.close()
-    result = result_of(done)
-    if trace is None:
-        print(json.dumps(result))
-    else:
-        trace.summary(result)
-    return 1 if result.get("error") else 0
-
-
-def _thread_status(
-    graph: Any, thread_id: str, inputs: IdealGPTState
-) -> tuple[IdealGPTState | None, Mapping[str, Any] | None]:
-    """``(inputs, None)`` for a new thread, ``(None, None)`` to resume an interrupted one, and
-    ``(None, final_state)`` for a thread that already finished this question.
-
-    Raises:
-        ConfigError: the thread holds a different image or question.
-    """
-    snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
-    values = snapshot.values or {}
-    if not values:
-        return inputs, None
-    same = all(values.get(k) == inputs.get(k) for k in ("image", "question", "choices"))
-    if not same:
-        raise ConfigError(
-            f"thread {thread_id!r} holds another image or question; use a new --thread id"
-        )
-    return (None, None) if snapshot.next else (None, values)
-
-
-#: The demo's question for each bundled photo.
-DEMO_QUESTIONS = {
-    "cat": "What animal is in this picture?",
-    "astronaut": "What is the person wearing?",
-    "coffee": "What drink is in the cup?",
-    "rocket": "What vehicle is in this picture?",
-    "camera": "What is the man holding?",
-    "coins": "What objects are in this picture?",
-}
-
-
-def run_demo(config: Config | None = None, *, sample: str = "cat") -> int:
-    """Run the graph on a bundled photo (default: the cat) and print the trace.
-
-    Returns:
-        The exit code: 0, or 1 when a model's output did not validate.
-    """
-    from mmagents._config import load_config
-    from mmagents.samples import sample_path
-
-    config = config or load_config()
-    question = DEMO_QUESTIONS.get(sample, "What is in this picture?")
-    settings = IdealGPTSettings.from_config(config)
-    return _run_and_report(config, settings, image=sample_path(sample, config), question=question)
-
-
-# -- evaluation ----------------------------------------------------------------------------------
-
-_MODEL_OPTIONS = ("llm", "vlm")
-
-
-def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Model injections (Python callers) and settings overrides; anything else is an error."""
-    if options.get("model") is not None:
-        raise ConfigError("the vqa runners take no --model: set the llm / vlm roles instead")
-    models = {k: options[k] for k in _MODEL_OPTIONS if options.get(k) is not None}
-    known = set(asdict(IdealGPTSettings()))
-    unknown = sorted(set(options) - known - {*_MODEL_OPTIONS, "model"})
-    if unknown:
-        raise ConfigError(
-            f"unknown vqa option(s) {unknown}; known: {sorted(known | set(_MODEL_OPTIONS))}"
-        )
-    return models, {k: v for k, v in options.items() if k in known}
-
-
-def eval_vqa_sample(sample: dict[str, Any], config: Config, **options: Any) -> dict[str, Any]:
-    """Harness runner of the ``vqa`` tasks: one question through the IdealGPT loop.
-
-    Args:
-        sample: ``image`` (path or handle), ``question``, optional ``choices`` and ``caption``.
-        config: The run's configuration.
-        **options: :class:`IdealGPTSettings` fields (``--set max_rounds=2``); ``llm`` / ``vlm``
-            model objects from Python callers.
-
-    Returns:
-        ``prediction`` (``None`` when there is no answer), ``rounds``, ``llm_calls`` (questioner and
-        reasoner calls, repairs included), ``vlm_calls``, ``confidence``, ``unknown`` (no answer)
-        and ``invalid_output`` (a model's output did not validate after the repairs; the run then
-        has no answer, which the reference counts as unknown too).
-    """
-    from mmagents.images import default_store
-
-    models, overrides = _split_options(options)
-    graph = build_idealgpt_graph(config, **models, **overrides)
-    handle = default_store(config).put(sample["image"])
-    state = run_idealgpt(
-        graph,
-        initial_state(handle, sample["question"], sample.get("choices"), sample.get("caption")),
-    )
-    answer = state.get("answer")
-    return {
-        "prediction": answer,
-        "confidence": state.get("confidence"),
-        "rounds": len(state.get("rounds") or []),
-        "llm_calls": state.get("llm_calls", 0),
-        "vlm_calls": state.get("vlm_calls", 0),
-        "unknown": answer is None,
-        "invalid_output": state.get("error") is not None,
-    }
-
-
-def eval_vqa_single_shot(sample: dict[str, Any], config: Config, **options: Any) -> dict[str, Any]:
-    """Harness runner of the single-shot baseline: the answerer VLM alone, one call.
-
-    With ``choices`` the question lists them and the reply is mapped onto one (``None`` when it
-    names none). Options as :func:`eval_vqa_sample` (only ``vlm`` is used).
-
-    Returns:
-        ``prediction``, ``raw`` (the VLM's reply), ``rounds`` (0), ``llm_calls`` (0 planner calls),
-        ``vlm_calls`` (1) and ``unknown``.
-    """
-    from mmagents.agents.reasoner import match_choice
-    from mmagents.images import default_store
-    from mmagents.models import load_role
-
-    models, _ = _split_options(options)
-    vlm = models.get("vlm") or load_role("vlm", config)
-    image = default_store(config).resolve(sample["image"])
-    choices = [str(c) for c in sample.get("choices") or []]
-    question = sample["question"]
-    if choices:
-        question = f"{question} Choose one of: {'; '.join(choices)}."
-    raw = _one_line(vlm.answer(image, question))
-    prediction = match_choice(raw, choices) if choices else (raw or None)
-    return {
-        "prediction": prediction,
-        "raw": raw,
-        "rounds": 0,
-        "llm_calls": 0,
-        "vlm_calls": 1,
-        "unknown": prediction is None,
-    }
+    return compiled.with_config(recursion_limit=3 * MAX_ROUNDS + 10)

@@ -20,12 +20,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from mmagents._config import ROLES, Config, RoleConfig, load_config
 from mmagents._registry import import_string
 from mmagents.errors import ConfigError
 from mmagents.images import ImageStore, default_store
 
-__all__ = ["Models", "Wrap"]
+__all__ = ["IMAGE_FIELD", "Models", "Wrap", "image_fields", "image_input"]
+
+#: JSON-schema key marking an input field that holds an image: the CLI stores a given file and
+#: passes its handle; tools and MCP clients pass a handle from the conversation.
+IMAGE_FIELD = "x-mmagents-image"
 
 #: ``wrap(role, spec, backend) -> backend``: a per-run hook over each backend (e.g. a call cache).
 Wrap = Callable[[str, RoleConfig, Any], Any]
@@ -130,6 +136,20 @@ class Models:
 
     def __repr__(self) -> str:
         return f"Models(profile={self.config.profile!r}, loaded={self.loaded()})"
+
+
+def image_input(description: str = "an image (a stored image handle, or a file)") -> Any:
+    """A pydantic field of a pipeline input that holds an image (see :data:`IMAGE_FIELD`)."""
+    return Field(description=description, min_length=1, json_schema_extra={IMAGE_FIELD: True})
+
+
+def image_fields(schema: type[BaseModel]) -> list[str]:
+    """The names of ``schema``'s image fields, in declaration order."""
+    return [
+        name
+        for name, info in schema.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(IMAGE_FIELD)
+    ]
 
 
 def _build(role: str, spec: RoleConfig) -> Any:

@@ -11,6 +11,7 @@ from PIL import Image
 from mmagents.cli import main
 from mmagents.errors import DatasetError, TaskError
 from mmagents.eval.datasets import load_dataset, load_image_folder, load_jsonl
+from mmagents.eval.runner import check_runs
 from mmagents.eval.tasks import list_tasks, load_task, load_task_file
 
 BUILTIN = [info.name for info in list_tasks()]
@@ -30,12 +31,31 @@ def test_builtin_tasks_are_listed() -> None:
 @pytest.mark.parametrize("name", BUILTIN)
 def test_every_builtin_task_validates(name: str) -> None:
     spec = load_task(name)
-    assert spec.task == name and spec.metrics and ":" in spec.runner
+    assert spec.task == name and spec.metrics and ":" in spec.runs
+    check_runs(spec)  # the runner imports / the field mapping fits the pipeline's schemas
+
+
+def test_pipeline_tasks_check_their_mapping(tmp_path: Path) -> None:
+    base = "task: t\nversion: 1\npipeline: idealgpt\nmetrics: [accuracy]\n"
+    write(tmp_path / "no_map.yaml", base)
+    with pytest.raises(TaskError, match="needs `inputs:` and `prediction:`"):
+        load_task(tmp_path / "no_map.yaml")
+    write(tmp_path / "bad.yaml", base + "inputs: {picture: image}\nprediction: answer\n")
+    with pytest.raises(TaskError, match=r"no input field\(s\) \['picture'\]"):
+        check_runs(load_task(tmp_path / "bad.yaml"))
+    write(tmp_path / "out.yaml", base + "inputs: {image: image}\nprediction: label\n")
+    with pytest.raises(TaskError, match="no output field"):
+        check_runs(load_task(tmp_path / "out.yaml"))
+    write(
+        tmp_path / "fn.yaml", base + "inputs: {image: i}\nprediction: answer\nrecord: {a: b|sum}\n"
+    )
+    with pytest.raises(TaskError, match="unknown transform 'sum'"):
+        load_task(tmp_path / "fn.yaml")
 
 
 def test_fixed_runner_names() -> None:
-    assert load_task("vqa").runner == "mmagents.graphs.idealgpt:eval_vqa_sample"
-    assert load_task("vqa-single-shot").runner == "mmagents.graphs.idealgpt:eval_vqa_single_shot"
+    assert load_task("vqa").runs == "pipeline:idealgpt"
+    assert load_task("vqa-single-shot").runner == "mmagents.eval.baselines:vqa_single_shot"
     assert load_task("classify").runner == "mmagents.graphs.describe:eval_classify_sample"
     assert load_task("relations").runner == "mmagents.graphs.recode:eval_relations_sample"
     assert load_task("interleaved").runner == "mmagents.eval.interleaved:eval_interleaved_sample"

@@ -1,4 +1,4 @@
-"""IdealGPT from the outside: ``mmagents run idealgpt``, the demo, the eval runners and fixture."""
+"""IdealGPT from the outside: ``mmagents run idealgpt``, the demo, the vqa tasks and fixture."""
 
 from __future__ import annotations
 
@@ -14,18 +14,16 @@ from PIL import Image
 
 from mmagents import Config, ConfigError, load_config
 from mmagents.cli import main
+from mmagents.cli.idealgpt import run_demo
+from mmagents.eval.baselines import vqa_single_shot
+from mmagents.eval.runner import PipelineRunner
+from mmagents.eval.tasks import load_task
 from mmagents.eval.vqa_fixture import VQA_FIXTURE, write_vqa_fixture
-from mmagents.graphs.idealgpt import (
-    build_idealgpt_graph,
-    eval_vqa_sample,
-    eval_vqa_single_shot,
-    initial_state,
-    run_demo,
-    run_idealgpt,
-    sqlite_checkpointer,
-)
+from mmagents.graphs._run import run_graph, sqlite_checkpointer, thread_config
+from mmagents.graphs.idealgpt import IdealGPTInput, build_idealgpt_graph
 from mmagents.images import default_store
 from mmagents.models.fake import FakeVLM, ScriptedChat
+from mmagents.runtime import Models
 
 # One reply that validates as both schemas (extra keys are ignored), so a cycled fake llm
 # configured in TOML serves the questioner and the reasoner alike.
@@ -104,7 +102,7 @@ def test_trace_is_printed_without_json(
     cfg = fake_config_file(tmp_path, BOTH)
     code, out, _ = run_cli(
         capsys, "--config", str(cfg), "run", "idealgpt", "--image", str(photo),
-        "--question", "What animal?", "--max-rounds", "2",
+        "--question", "What animal?", "--set", "max_rounds=2",
     )  # fmt: skip
     assert code == 0
     for expected in ("IdealGPT", "caption", "round 1", "What colour is it?", "reasoner", "Answer"):
@@ -171,32 +169,33 @@ def test_fixture_writes_both_task_formats(tmp_path: Path, config: Config) -> Non
         assert r["answer"] in r["choices"] and "answers" not in r
 
 
-def test_eval_sample_runs_the_loop(config: Config, tmp_path: Path, photo: Path) -> None:
+def vqa_runner(config: Config, llm: Any, **options: Any) -> PipelineRunner:
+    backends = {"llm": llm, "vlm": FakeVLM()}
+    return PipelineRunner(load_task("vqa"), config, options, backends=backends)
+
+
+def test_vqa_task_runs_the_loop(config: Config, tmp_path: Path, photo: Path) -> None:
     llm = ScriptedChat(
         replies=[QUESTIONS_ONLY, json.dumps({"analysis": "a", "answer": "", "confidence": 0}),
                  QUESTIONS_ONLY, json.dumps({"analysis": "b", "answer": "Cat", "confidence": 0.3})]
     )  # fmt: skip
     sample = {"id": "1", "image": str(photo), "question": "What animal?"}
-    out = eval_vqa_sample(sample, config, llm=llm, vlm=FakeVLM(), max_rounds="2")
+    out = vqa_runner(config, llm, max_rounds="2")(sample, config)
     assert out == {
         "prediction": "Cat", "confidence": 0.3, "rounds": 2, "llm_calls": 4, "vlm_calls": 3,
-        "unknown": False, "invalid_output": False,
+        "invalid_output": False,
     }  # fmt: skip
 
 
-def test_eval_sample_invalid_output_is_unknown(config: Config, photo: Path) -> None:
-    llm = ScriptedChat(replies=["nope"] * 3)
+def test_vqa_task_invalid_output_is_unknown(config: Config, photo: Path) -> None:
     sample = {"image": str(photo), "question": "Q?"}
-    out = eval_vqa_sample(sample, config, llm=llm, vlm=FakeVLM())
-    assert out["prediction"] is None and out["unknown"] and out["invalid_output"]
+    out = vqa_runner(config, ScriptedChat(replies=["nope"] * 3))(sample, config)
+    assert out["prediction"] is None and out["invalid_output"]
 
 
-def test_eval_options_are_checked(config: Config, photo: Path) -> None:
-    sample = {"image": str(photo), "question": "Q?"}
-    with pytest.raises(ConfigError, match="unknown vqa option"):
-        eval_vqa_sample(sample, config, rounds=2)
-    with pytest.raises(ConfigError, match="--model"):
-        eval_vqa_single_shot(sample, config, model="/some/dir")
+def test_vqa_task_settings_are_checked(config: Config) -> None:
+    with pytest.raises(ConfigError, match=r"unknown setting.*rounds"):
+        vqa_runner(config, ScriptedChat(replies=[]), rounds=2)
 
 
 class EchoVLM(FakeVLM):
@@ -212,15 +211,20 @@ class EchoVLM(FakeVLM):
 
 def test_single_shot_baseline(config: Config, photo: Path) -> None:
     vlm = EchoVLM("It is a cat.\n")
+    models = Models(config, vlm=vlm)
     sample = {"image": str(photo), "question": "Which animal?", "choices": ["dog", "cat"]}
-    out = eval_vqa_single_shot(sample, config, vlm=vlm)
+    out = vqa_single_shot(sample, models=models, settings={})
     assert out["prediction"] == "cat" and out["raw"] == "It is a cat."
-    assert out["vlm_calls"] == 1 and out["rounds"] == 0 and not out["unknown"]
+    assert out["vlm_calls"] == 1 and out["rounds"] == 0
     assert "dog; cat" in vlm.questions[0]
-    unmatched = eval_vqa_single_shot(sample, config, vlm=EchoVLM("a bird"))
-    assert unmatched["prediction"] is None and unmatched["unknown"]
-    open_ended = eval_vqa_single_shot({"image": str(photo), "question": "Q?"}, config, vlm=vlm)
+    unmatched = vqa_single_shot(sample, models=Models(config, vlm=EchoVLM("a bird")), settings={})
+    assert unmatched["prediction"] is None
+    open_ended = vqa_single_shot(
+        {"image": str(photo), "question": "Q?"}, models=models, settings={}
+    )
     assert open_ended["prediction"] == "It is a cat."
+    with pytest.raises(ConfigError, match="no settings"):
+        vqa_single_shot(sample, models=models, settings={"model": "/some/dir"})
 
 
 def test_harness_runs_the_vqa_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -248,12 +252,12 @@ def test_cli_resumes_an_interrupted_thread(
         raise ConnectionError("the LLM endpoint went away")
 
     saver = sqlite_checkpointer(db)
-    graph = build_idealgpt_graph(
-        config, llm=ScriptedChat(replies=[QUESTIONS_ONLY, crash]), vlm=FakeVLM(), checkpointer=saver
-    )
+    models = Models(config, llm=ScriptedChat(replies=[QUESTIONS_ONLY, crash]), vlm=FakeVLM())
+    graph = build_idealgpt_graph(config, models=models, checkpointer=saver)
     handle = default_store(config).put(photo)
+    inputs = IdealGPTInput(image=handle, question="What animal?").model_dump(exclude_none=True)
     with pytest.raises(ConnectionError):
-        run_idealgpt(graph, initial_state(handle, "What animal?"), thread_id="t9")
+        run_graph(graph, inputs, config=thread_config("t9"))
     saver.conn.close()
 
     code, out, _ = run_cli(
@@ -265,3 +269,34 @@ def test_cli_resumes_an_interrupted_thread(
     # The first process's questioner, caption and answer were kept; only the reasoner ran again.
     assert result["llm_calls"] == 2 and result["vlm_calls"] == 2
     assert result["rounds"][0]["sub_questions"][0]["question"] == "What is it?"
+
+
+def test_set_max_rounds_per_run(
+    tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unsure = json.dumps({"sub_questions": ["What is it?"], "analysis": "a", "answer": "cat",
+                         "confidence": 0.1})  # fmt: skip
+    cfg = fake_config_file(tmp_path, unsure)
+    base = ["--config", str(cfg), "run", "idealgpt", "--image", str(photo), "--question", "Q?"]
+    code, out, _ = run_cli(capsys, *base, "--set", "max_rounds=1", "--json")
+    assert code == 0 and len(json.loads(out)["rounds"]) == 1
+    code, out, _ = run_cli(capsys, *base, "--json")
+    assert code == 0 and len(json.loads(out)["rounds"]) == 4  # the default
+    code, _, err = run_cli(capsys, *base, "--set", "max_round=1")
+    assert code == 1 and "unknown setting" in err and "max_rounds" in err
+
+
+def test_help_lists_the_input_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "idealgpt", "--help"])
+    out = capsys.readouterr().out
+    for flag in (
+        "--image",
+        "--question",
+        "--choices",
+        "--caption",
+        "--set",
+        "--json",
+        "max_rounds",
+    ):
+        assert flag in out

@@ -15,16 +15,12 @@ from langchain_core.messages import BaseMessage
 from PIL import Image
 
 from mmagents import Config, ConfigError, load_config
-from mmagents.graphs.idealgpt import (
-    IdealGPTSettings,
-    build_idealgpt_graph,
-    initial_state,
-    result_of,
-    run_idealgpt,
-    sqlite_checkpointer,
-)
+from mmagents.graphs._run import run_graph, sqlite_checkpointer, thread_config
+from mmagents.graphs._settings import resolve_settings
+from mmagents.graphs.idealgpt import IdealGPTInput, IdealGPTSettings, build_idealgpt_graph
 from mmagents.images import default_store
 from mmagents.models.fake import FakeVLM, ScriptedChat
+from mmagents.runtime import Models
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "idealgpt.mmd"
 
@@ -46,14 +42,24 @@ def handle(config: Config) -> str:
     return default_store(config).put(Image.new("RGB", (32, 32), (200, 120, 40)))
 
 
-def run(config: Config, handle: str, replies: list[Any], vlm: Any = None, **overrides: Any) -> Any:
+def build(config: Config, llm: Any, vlm: Any, checkpointer: Any = None, **settings: Any) -> Any:
+    models = Models(config, llm=llm, vlm=vlm)
+    chosen = IdealGPTSettings(**settings) if settings else None
+    return build_idealgpt_graph(config, models=models, settings=chosen, checkpointer=checkpointer)
+
+
+def start(handle: str, question: str, **extra: Any) -> dict[str, Any]:
+    return IdealGPTInput(image=handle, question=question, **extra).model_dump(exclude_none=True)
+
+
+def run(config: Config, handle: str, replies: list[Any], vlm: Any = None, **settings: Any) -> Any:
     llm = ScriptedChat(replies=replies)
-    graph = build_idealgpt_graph(config, llm=llm, vlm=vlm or FakeVLM(), **overrides)
-    return llm, run_idealgpt(graph, initial_state(handle, "What animal is this?"))
+    graph = build(config, llm, vlm or FakeVLM(), **settings)
+    return llm, run_graph(graph, start(handle, "What animal is this?"))
 
 
 def test_graph_shape_matches_snapshot(config: Config) -> None:
-    graph = build_idealgpt_graph(config, llm=ScriptedChat(replies=[]), vlm=FakeVLM())
+    graph = build(config, ScriptedChat(replies=[]), FakeVLM())
     drawing = graph.get_graph().draw_mermaid()
     if os.environ.get("MMAGENTS_UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.parent.mkdir(exist_ok=True)
@@ -66,7 +72,7 @@ def test_stops_when_confident(config: Config, handle: str) -> None:
     _, state = run(
         config, handle, [ask("What is it?", "What colour is it?"), reason("cat", 0.9)], vlm
     )
-    result = result_of(state)
+    result = state
     assert result["answer"] == "cat" and result["confidence"] == 0.9
     assert len(result["rounds"]) == 1
     assert result["rounds"][0]["sub_questions"] == [
@@ -192,32 +198,32 @@ def test_answerers_run_concurrently(config: Config, handle: str) -> None:
 def test_max_concurrency_one_answers_in_turn(config: Config, handle: str) -> None:
     vlm = OverlapVLM(0.05)
     llm = ScriptedChat(replies=[ask("What is it?", "What colour?", "What size?"), reason("c", 1)])
-    graph = build_idealgpt_graph(config, llm=llm, vlm=vlm)
-    run_idealgpt(graph, initial_state(handle, "Q?"), max_concurrency=1)
+    graph = build(config, llm, vlm)
+    run_graph(graph, start(handle, "Q?"), config=thread_config(max_concurrency=1))
     assert vlm.most == 1
 
 
 def test_updates_stream_node_by_node(config: Config, handle: str) -> None:
     llm = ScriptedChat(replies=[ask("What is it?", "What colour?"), reason("cat", 0.9)])
-    graph = build_idealgpt_graph(config, llm=llm, vlm=FakeVLM())
+    graph = build(config, llm, FakeVLM())
     seen: list[str] = []
-    run_idealgpt(graph, initial_state(handle, "Q?"), on_update=lambda node, _: seen.append(node))
+    run_graph(graph, start(handle, "Q?"), on_update=lambda node, _: seen.append(node))
     assert seen == ["caption", "questioner", "answerer", "answerer", "reasoner"]
 
 
 def test_given_caption_skips_the_captioner(config: Config, handle: str) -> None:
     vlm = FakeVLM()
     llm = ScriptedChat(replies=[ask("What is it?"), reason("cat", 0.9)])
-    graph = build_idealgpt_graph(config, llm=llm, vlm=vlm)
-    state = graph.invoke(initial_state(handle, "Q?", caption="a tabby cat on a rug"))
+    graph = build(config, llm, vlm)
+    state = graph.invoke(start(handle, "Q?", caption="a tabby cat on a rug"))
     assert vlm.calls == 1 and state["vlm_calls"] == 1
     assert "a tabby cat on a rug" in str(llm.calls[0][-1].content)
 
 
 def test_choices_reach_the_prompts_and_answers_snap_to_them(config: Config, handle: str) -> None:
     llm = ScriptedChat(replies=[ask("What is it?"), reason("Answer 2", 0.9)])
-    graph = build_idealgpt_graph(config, llm=llm, vlm=FakeVLM())
-    state = graph.invoke(initial_state(handle, "Which animal?", choices=["dog", "cat"]))
+    graph = build(config, llm, FakeVLM())
+    state = graph.invoke(start(handle, "Which animal?", choices=["dog", "cat"]))
     assert state["answer"] == "cat"
     assert "Answer 2: cat" in str(llm.calls[0][-1].content)
     assert '"enum": ["dog", "cat", ""]' in system_text(llm.calls[1])  # schema allows only choices
@@ -227,15 +233,17 @@ def test_settings_from_config_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[graphs.idealgpt]\nmax_rounds = 2\nconfidence_threshold = 0.7\n")
     config = load_config(path, environ={"MMAGENTS_HOME": str(tmp_path)})
-    settings = IdealGPTSettings.from_config(config, sub_questions="2", max_rounds=None)
+    settings = resolve_settings(
+        IdealGPTSettings, config, {"sub_questions": "2", "max_rounds": None}
+    )
     assert settings == IdealGPTSettings(max_rounds=2, sub_questions=2, confidence_threshold=0.7)
     assert IdealGPTSettings().max_rounds == 4  # the reference's default
-    with pytest.raises(ConfigError, match="unknown key"):
-        IdealGPTSettings.from_config(config, rounds=3)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve_settings(IdealGPTSettings, config, {"rounds": 3})
     with pytest.raises(ConfigError, match="sub_questions"):
-        IdealGPTSettings.from_config(config, sub_questions=9)
-    with pytest.raises(ConfigError, match="not a valid int"):
-        IdealGPTSettings.from_config(config, max_rounds="many")
+        resolve_settings(IdealGPTSettings, config, {"sub_questions": 9})
+    with pytest.raises(ConfigError, match="max_rounds = 'many'"):
+        resolve_settings(IdealGPTSettings, config, {"max_rounds": "many"})
 
 
 def test_many_rounds_do_not_hit_the_recursion_limit(config: Config, handle: str) -> None:
@@ -271,19 +279,19 @@ def test_checkpointed_thread_resumes_after_a_crash(
         reason("cat", 0.9),
     ]
     llm = ScriptedChat(replies=replies)
-    inputs = initial_state(handle, "What animal is this?")
+    inputs = start(handle, "What animal is this?")
     first = sqlite_checkpointer(db)
-    graph = build_idealgpt_graph(config, llm=llm, vlm=vlm, checkpointer=first)
+    graph = build(config, llm, vlm, first)
     with pytest.raises(ConnectionError):
-        run_idealgpt(graph, inputs, thread_id="t1")
+        run_graph(graph, inputs, config=thread_config("t1"))
     first.conn.close()
     assert vlm.calls == 1 + 1 + 1  # caption, round-1 answer, round-2 answer before the crash
 
     # A new process: a fresh connection to the same file, the same thread, no input.
     second = sqlite_checkpointer(db)
-    graph = build_idealgpt_graph(config, llm=llm, vlm=vlm, checkpointer=second)
+    graph = build(config, llm, vlm, second)
     assert graph.get_state({"configurable": {"thread_id": "t1"}}).next == ("answerer",)
-    state = run_idealgpt(graph, None, thread_id="t1")
+    state = run_graph(graph, None, config=thread_config("t1"))
     second.conn.close()
     assert state["answer"] == "cat" and len(state["rounds"]) == 2
     # Only the failed answerer ran again: no new caption, no repeated questioner call.
@@ -297,6 +305,19 @@ def test_checkpointed_thread_resumes_after_a_crash(
 
 def test_async_invocation_also_answers_concurrently(config: Config, handle: str) -> None:
     llm = ScriptedChat(replies=[ask("What is it?", "What colour?", "What size?"), reason("cat", 1)])
-    graph = build_idealgpt_graph(config, llm=llm, vlm=BarrierVLM(3))
-    state = asyncio.run(graph.ainvoke(initial_state(handle, "Q?")))
+    graph = build(config, llm, BarrierVLM(3))
+    state = asyncio.run(graph.ainvoke(start(handle, "Q?")))
     assert state["answer"] == "cat" and state["vlm_calls"] == 4
+
+
+def test_settings_change_per_run_without_rebuilding(config: Config, handle: str) -> None:
+    unsure = [ask("What is it?"), reason("", 0.0)]
+    final = [ask("What is it?"), reason("dog", 0.1)]
+    llm = ScriptedChat(replies=[*unsure, reason("cat", 0.2), *unsure * 11, *final])
+    graph = build(config, llm, FakeVLM(), max_rounds=3)
+    one = run_graph(graph, start(handle, "Q?"), context=IdealGPTSettings(max_rounds=1))
+    assert len(one["rounds"]) == 1 and one["answer"] == "cat"  # the only round is the final one
+    # More rounds than the build-time settings allow: the recursion limit is set from the bound.
+    many = graph.invoke(start(handle, "Q?"), context={"max_rounds": 12})
+    assert len(many["rounds"]) == 12 and many["answer"] == "dog"
+    assert set(many) <= {"answer", "confidence", "rounds", "llm_calls", "vlm_calls", "error"}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 
 from mmagents import Config
-from mmagents.graphs.idealgpt import build_idealgpt_graph, initial_state, result_of, run_idealgpt
+from mmagents.graphs import get_pipeline
+from mmagents.graphs._run import run_graph
+from mmagents.graphs.idealgpt import IdealGPTSettings, build_idealgpt_graph
 from mmagents.images import default_store
 from mmagents.samples import sample_path
 
@@ -21,14 +23,15 @@ def test_real_models_answer_about_a_real_photo(offline_config: Config) -> None:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is not installed")
     handle = default_store(offline_config).put(sample_path("cat", offline_config))
-    graph = build_idealgpt_graph(offline_config, max_rounds=1, sub_questions=2)
+    settings = IdealGPTSettings(max_rounds=1, sub_questions=2)
+    graph = build_idealgpt_graph(offline_config, settings=settings)
     nodes: list[str] = []
-    state = run_idealgpt(
+    state = run_graph(
         graph,
-        initial_state(handle, "What animal is in this picture?"),
+        {"image": handle, "question": "What animal is in this picture?"},
         on_update=lambda node, _: nodes.append(node),
     )
-    result = result_of(state)
+    result = get_pipeline("idealgpt").output_of(state)
     assert "error" not in result, result["error"]
     assert "cat" in state["caption"].lower()  # the socratic caption of the real photo
     (round_,) = result["rounds"]

@@ -42,7 +42,8 @@ def test_wheel_maps_every_design_folder_under_mmagents(wheel: Path) -> None:
         "models/base.py",
         "tools/roles.py",
         "prompts/__init__.py",
-        "graphs/_cli.py",
+        "graphs/_run.py",
+        "cli/run.py",
         "eval/__init__.py",
     ):
         assert f"mmagents/{module}" in names

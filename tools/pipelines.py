@@ -1,11 +1,14 @@
 """The pipeline graphs as LangChain tools, so the chat agent can run a whole pipeline in one call.
 
-Each tool calls its graph through the graph's evaluation-runner function (the fixed
-``eval_<task>_sample(sample, config, **options)`` contract), importing the graph module only when
-called. A build without that graph module still works: :meth:`PipelineTool.unavailable_reason`
-says why the tool is left out, and a call raises :class:`~mmagents.errors.BackendUnavailableError`.
+A :class:`GraphTool` runs a pipeline of the table (:data:`mmagents.graphs.PIPELINES`) through its
+graph: its arguments are the pipeline's input schema with image fields as handles
+(:func:`handle_schema`), its result the run's output. :class:`PipelineTool` is the older wrapper
+over a graph module's ``eval_<task>_sample(sample, config, **options)`` function, kept for the
+pipelines not yet on the contract; a build without that graph module still works:
+:meth:`PipelineTool.unavailable_reason` says why the tool is left out, and a call raises
+:class:`~mmagents.errors.BackendUnavailableError`.
 
-Options a runner takes come from the config section ``[tools.<tool name>]``, e.g.::
+Settings / options come from the config section ``[tools.<tool name>]``, e.g.::
 
     [tools.classify_image]
     descriptors = "/path/to/descriptors.json"   # published descriptors instead of LLM-written ones
@@ -16,21 +19,21 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr, create_model
 
 from mmagents._registry import import_string
 from mmagents.errors import BackendUnavailableError
+from mmagents.runtime import Models, image_fields
 from mmagents.tools._base import MMTool, image_field
 
-__all__ = ["ClassifyImageTool", "ClassifyMemeTool", "PipelineTool", "RunIdealGPTTool"]
-
-
-class VQAInput(BaseModel):
-    image: str = image_field()
-    question: str = Field(description="The question about the image.", min_length=1)
-    choices: list[str] | None = Field(
-        default=None, description="Answer candidates for a multiple-choice question, if any."
-    )
+__all__ = [
+    "ClassifyImageTool",
+    "ClassifyMemeTool",
+    "GraphTool",
+    "PipelineTool",
+    "RunIdealGPTTool",
+    "handle_schema",
+]
 
 
 class MemeInput(BaseModel):
@@ -76,14 +79,81 @@ class PipelineTool(MMTool):
         return result
 
 
-class RunIdealGPTTool(PipelineTool):
+def _pipeline(name: str) -> Any:
+    # The table lives in the graphs layer above this one; a lazy entry keeps tools/ free of an
+    # import of it (and of the pipeline module until a tool over it is built).
+    return import_string("mmagents.graphs:get_pipeline")(name)  # type: ignore[operator]
+
+
+def handle_schema(schema: type[BaseModel]) -> type[BaseModel]:
+    """``schema`` as a tool's arguments: its image fields take an image handle (an LLM never sees
+    a file path), everything else (types, bounds, descriptions) as declared."""
+    images = set(image_fields(schema))
+    if not images:
+        return schema
+    fields: dict[str, Any] = {}
+    for name, info in schema.model_fields.items():
+        if name in images:
+            optional = not info.is_required()
+            kind: Any = str | None if optional else str
+            handle = image_field(f"Handle of {info.description or 'the image'} (img_...).")
+            if optional:
+                handle.default = None
+            fields[name] = (kind, handle)
+        else:
+            fields[name] = (info.annotation, info)
+    tool_schema: type[BaseModel] = create_model(f"{schema.__name__}Args", **fields)
+    return tool_schema
+
+
+class GraphTool(MMTool):
+    """A pipeline of :data:`mmagents.graphs.PIPELINES` as a tool: its arguments are the pipeline's
+    input schema (image fields as handles), its result the run's output.
+
+    The graph is built once per tool, on its first call, over the tool's own runtime; settings
+    come from ``[graphs.<name>]`` and ``[tools.<tool name>]`` (the latter wins).
+    """
+
+    pipeline: str = ""
+    _graph: Any = PrivateAttr(default=None)
+    _settings: Any = PrivateAttr(default=None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        if "args_schema" not in kwargs:
+            name = kwargs.get("pipeline") or type(self).model_fields["pipeline"].default
+            kwargs["args_schema"] = handle_schema(_pipeline(name).input_schema())
+        super().__init__(**kwargs)
+
+    def _table(self) -> Any:
+        return _pipeline(self.pipeline)
+
+    def unavailable_reason(self) -> str | None:
+        """``None``: building the tool read the pipeline's schema, so its module imports."""
+        return None
+
+    def _run(self, **kwargs: Any) -> dict[str, Any]:
+        pipeline = self._table()
+        if self._graph is None:
+            models = Models(self.config, self.store)
+            overrides = dict(self.config.section(f"tools.{self.name}"))
+            self._settings = pipeline.settings_for(self.config, overrides)
+            self._graph = pipeline.build(self.config, models=models, settings=self._settings)
+        inputs = pipeline.inputs({k: v for k, v in kwargs.items() if v is not None})
+        output: dict[str, Any] = pipeline.output_of(
+            self._graph.invoke(inputs, context=self._settings)
+        )
+        return output
+
+
+class RunIdealGPTTool(GraphTool):
+    """``run_idealgpt``: the IdealGPT pipeline as a tool."""
+
     name: str = "run_idealgpt"
     description: str = (
         "Answer a hard question about an image with the IdealGPT pipeline (it asks itself "
         "sub-questions about the image, then reasons). Slower than answer_question."
     )
-    args_schema: type[BaseModel] = VQAInput
-    runner: str = "mmagents.graphs.idealgpt:eval_vqa_sample"
+    pipeline: str = "idealgpt"
 
 
 class ClassifyMemeTool(PipelineTool):

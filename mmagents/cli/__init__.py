@@ -1,4 +1,4 @@
-"""The ``mmagents`` command line.
+"""The ``mmagents`` command line: the presentation layer (argument parsing, rich output, demo).
 
 Start-up stays fast because nothing heavy is imported to parse arguments: each command lives in its
 own module, listed below as a lazy ``"module:register"`` target, and only the module of the command
@@ -28,14 +28,14 @@ Register = Callable[[argparse.ArgumentParser, Sequence[str]], None]
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": (
         "list the model backends and check the active profile",
-        "mmagents._commands:register_models",
+        "mmagents.cli.commands:register_models",
     ),
-    "tools": ("list tools or run one on an image", "mmagents._commands:register_tools"),
+    "tools": ("list tools or run one on an image", "mmagents.cli.commands:register_tools"),
     "demo": (
         "run the main job on a bundled photo (offline by default)",
-        "mmagents._commands:register_demo",
+        "mmagents.cli.commands:register_demo",
     ),
-    "run": ("run a pipeline graph", "mmagents.graphs._cli:register"),
+    "run": ("run a pipeline graph", "mmagents.cli.run:register"),
     "eval": (
         "evaluation harness: run, list, validate, report, merge",
         "mmagents.eval._cli:register",
@@ -108,10 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmagents: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

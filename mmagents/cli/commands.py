@@ -310,7 +310,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.roles:
         return _roles_demo(config, args.sample)
-    from mmagents.graphs.idealgpt import run_demo
+    from mmagents.cli.idealgpt import run_demo
 
     return int(run_demo(config, sample=args.sample) or 0)
 
