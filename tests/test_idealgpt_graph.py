@@ -95,7 +95,7 @@ def test_unsure_round_continues_with_the_analysis(config: Config, handle: str) -
     llm, state = run(config, handle, replies, max_rounds=4)
     assert state["answer"] == "cat" and len(state["rounds"]) == 3
     second_questioner = llm.calls[2]
-    assert "additional" in system_text(second_questioner)  # the later-round variant
+    assert "new short sub-questions" in system_text(second_questioner)  # later-round variant
     assert "The caption only gives colours." in str(second_questioner[-1].content)
     assert "fake answer to: What is it?" in str(second_questioner[-1].content)
     # The reasoner sees every sub-answer so far, not just the current round's.
@@ -115,8 +115,8 @@ def test_max_rounds_forces_a_final_answer(config: Config, handle: str) -> None:
     assert state["answer"] == "cat" and state["confidence"] == 0.2
     assert len(state["rounds"]) == 2 and state.get("error") is None
     assert state["llm_calls"] == 5
-    assert "must give a prediction" in system_text(llm.calls[3])  # final-round variant
-    assert "must give a prediction" not in system_text(llm.calls[1])
+    assert "you must give your best answer" in system_text(llm.calls[3])  # final-round variant
+    assert "you must give your best answer" not in system_text(llm.calls[1])
 
 
 def test_repair_then_success(config: Config, handle: str) -> None:

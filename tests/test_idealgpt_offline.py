@@ -43,3 +43,18 @@ def test_real_models_answer_about_a_real_photo(offline_config: Config) -> None:
     assert 0.0 <= result["confidence"] <= 1.0
     assert result["vlm_calls"] == 1 + len(asked) and result["llm_calls"] >= 2
     assert nodes == ["caption", "questioner", *["answerer"] * len(asked), "reasoner"]
+
+
+def test_default_planner_decomposes_the_question(quality_config: Config) -> None:
+    """Qwen2.5-Coder-0.5B (the default planner) asks sub-questions, not the main question again."""
+    from mmagents.agents.questioner import build_questioner
+    from mmagents.models import load_role
+
+    questioner = build_questioner(load_role("llm", quality_config), max_sub_questions=3)
+    question = "Is this animal someone's pet?"
+    out = questioner.invoke(
+        {"question": question, "caption": "An image labelled tabby cat (45%), mostly brown."}
+    )
+    asked = [q.lower().rstrip("?") for q in out.value.sub_questions]
+    assert out.attempts == 1 and len(asked) >= 2
+    assert question.lower().rstrip("?") not in asked
