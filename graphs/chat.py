@@ -9,7 +9,7 @@ The graph::
   call), so even a small text-only planner starts from what the picture shows.
 * ``agent`` is the planner LLM with every tool bound; it either calls tools or answers. Images are
   handles in the text (``[image img_… attached]``); pixels reach the LLM only when
-  ``[graphs.chat] vision = true`` (a vision chat backend).
+  ``vision = true`` (a vision chat backend).
 * ``tools`` runs the calls. A failing tool never crashes the turn: its error comes back to the
   planner as a tool message with ``status="error"`` and content
   ``{"error": {"type": "<exception class>", "message": "..."}}``.
@@ -18,97 +18,80 @@ The graph::
 * After ``max_steps`` tool rounds in one turn the planner gets one more call to answer; if it asks
   for yet more tools, the turn ends with a message saying the step limit was reached.
 
-Threads persist in a SQLite checkpointer (``<home>/chat/threads.sqlite``), so a conversation
-resumes after the process exits. :class:`ChatAgent` wraps graph, checkpointer and streaming into the
-events the terminal chat and the HTTP server show.
+The input and output are the thread's ``messages``; threads persist in a checkpointer
+(:class:`~mmagents.graphs.chat_session.ChatAgent` opens SQLite under the config's home and turns
+a turn into events for the terminal chat and the HTTP server).
 
-Settings, all optional::
+Settings (:class:`ChatSettings`, the run's context; defaults from ``[graphs.chat]``)::
 
     [graphs.chat]
     max_steps = 6            # tool rounds per user turn
-    tools = ["caption", "answer_question"]   # default (empty): every registered tool
+    tools = ["caption", "answer_question"]   # default: every registered tool
     vision = false           # send image pixels to the planner (vision chat models only)
     describe_images = true   # caption newly attached images before planning
     max_tool_chars = 2000    # tool results longer than this are truncated for the planner
     history_turns = 8        # the planner sees this many latest user turns (the thread keeps all)
+
+``tools`` is read when the graph is built (the planner is bound to them); the rest apply per run.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import re
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
-    AIMessageChunk,
     AnyMessage,
     BaseMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
+from langgraph.runtime import Runtime
+from langgraph.types import Command
 from pydantic import BaseModel, Field
 
-from mmagents.errors import ConfigError
-from mmagents.tools import TOOLS, register_tool
-
-if TYPE_CHECKING:
-    from langchain_core.language_models import BaseChatModel
-    from langchain_core.tools import BaseTool
-    from langgraph.checkpoint.base import BaseCheckpointSaver
-
-    from mmagents._config import Config
+from mmagents._config import Config
+from mmagents.graphs._settings import PipelineSettings, context_of, resolve_settings
+from mmagents.images import ImageStore
+from mmagents.models._tool_grammar import format_tools, new_call_id, with_tool_instruction
+from mmagents.models.structured import invoke_structured
+from mmagents.prompts import load_prompt
+from mmagents.runtime import Models
+from mmagents.tools import TOOLS, build_tool
 
 __all__ = [
-    "PIPELINE_TOOLS",
-    "AnswerEvent",
-    "ChatAgent",
-    "ChatEvent",
+    "INTAKE",
+    "ChatInput",
+    "ChatOutput",
     "ChatSettings",
     "ChatState",
-    "TokenEvent",
-    "ToolCallEvent",
-    "ToolResultEvent",
     "build_chat_graph",
     "chat_tools",
     "image_marker",
-    "open_checkpointer",
+    "user_message",
 ]
 
-#: The pipeline graphs as tools: name → (a pipeline's own tool, the generic wrapper used when
-#: that module is absent). Lazy: nothing is imported until a tool is built or called.
-PIPELINE_TOOLS: dict[str, tuple[str | None, str]] = {
-    "run_idealgpt": (None, "mmagents.tools.pipelines:RunIdealGPTTool"),
-    "classify_meme": (
-        "mmagents.tools.meme:ClassifyMemeTool",
-        "mmagents.tools.pipelines:ClassifyMemeTool",
-    ),
-    "classify_image": (None, "mmagents.tools.pipelines:ClassifyImageTool"),
-}
-
-
-def _register_pipeline_tools() -> None:
-    for name, (own, generic) in PIPELINE_TOOLS.items():
-        if name in TOOLS:  # the pipeline module registered its tool already
-            continue
-        own_found = own is not None and importlib.util.find_spec(own.partition(":")[0]) is not None
-        register_tool(name, own if own_found else generic)
-
-
-_register_pipeline_tools()
-
+SECTION = "graphs.chat"
+#: The name of the intake's automatic caption calls (they do not count as planner rounds).
+INTAKE = "intake"
 _MARKER = re.compile(r"\[image (img_[0-9a-f]{16}) attached\]")
 _HANDLE = re.compile(r"img_[0-9a-f]{16}")
-_INTAKE = "intake"
 
 
 def image_marker(handle: str) -> str:
@@ -116,36 +99,52 @@ def image_marker(handle: str) -> str:
     return f"[image {handle} attached]"
 
 
-# -- settings and state --------------------------------------------------------------------------
+def user_message(text: str, images: Sequence[str] = ()) -> HumanMessage:
+    """The user turn as stored in a thread: image markers first, then the text."""
+    parts = load_prompt("chat").render(
+        "agent", images=[], images_attached=list(images), text=text, vision=False
+    )
+    return HumanMessage(content=parts["user"])
 
 
-@dataclass(frozen=True)
-class ChatSettings:
-    """The ``[graphs.chat]`` section (see the module docstring)."""
+# -- settings, schemas and state -----------------------------------------------------------------
 
-    max_steps: int = 6
-    tools: tuple[str, ...] = ()  # empty: every registered tool
-    vision: bool = False
-    describe_images: bool = True
-    max_tool_chars: int = 2000
-    history_turns: int = 8
 
-    @classmethod
-    def from_config(cls, config: Config) -> ChatSettings:
-        """Read ``[graphs.chat]``.
+class ChatSettings(PipelineSettings):
+    """The agent's knobs: the graph's context schema (defaults: ``[graphs.chat]``)."""
 
-        Raises:
-            ConfigError: an unknown key or a bad value.
-        """
-        from mmagents.graphs._settings import settings_from_section
+    section: ClassVar[str] = SECTION
 
-        settings = settings_from_section(cls, config, "graphs.chat")
-        for name in ("max_steps", "history_turns", "max_tool_chars"):
-            if getattr(settings, name) < 1:
-                raise ConfigError(
-                    f"[graphs.chat] {name} must be >= 1, got {getattr(settings, name)}"
-                )
-        return settings
+    max_steps: int = Field(6, ge=1, description="Tool rounds per user turn.")
+    tools: tuple[str, ...] | None = Field(
+        None, description="Tool names (build time; default: every registered tool)."
+    )
+    vision: bool = Field(
+        False, description="Send image pixels to the planner (vision chat models only)."
+    )
+    describe_images: bool = Field(
+        True, description="Caption newly attached images before planning."
+    )
+    max_tool_chars: int = Field(
+        2000, ge=1, description="Tool results longer than this are cut for the planner."
+    )
+    history_turns: int = Field(
+        8, ge=1, description="The planner sees this many latest user turns (the thread keeps all)."
+    )
+
+
+class ChatInput(BaseModel):
+    """The messages to add to the thread (the user's new message last)."""
+
+    messages: list[AnyMessage] = Field(
+        description="New messages; images appear in them as [image img_… attached] markers."
+    )
+
+
+class ChatOutput(TypedDict):
+    """The whole thread after the turn; the last message is the answer."""
+
+    messages: list[AnyMessage]
 
 
 class ChatState(TypedDict):
@@ -164,19 +163,14 @@ def chat_tools(
 
     Args:
         config: Bound into every tool.
-        names: Tool names (default: ``[graphs.chat] tools``, else every registered tool).
+        names: Tool names (default: every registered tool).
 
     Raises:
         ConfigError: an unknown tool name.
     """
-    from mmagents.tools import build_tool
-
-    if names is None:
-        names = ChatSettings.from_config(config).tools or TOOLS.names()
-    chosen = list(names)
     tools: list[BaseTool] = []
     omitted: dict[str, str] = {}
-    for name in chosen:
+    for name in TOOLS.names() if names is None else names:
         tool = build_tool(name, config)
         reason = getattr(tool, "unavailable_reason", lambda: None)()
         if reason:
@@ -186,13 +180,9 @@ def chat_tools(
     return tools, omitted
 
 
-def _error_content(error_type: str, message: str) -> str:
-    return json.dumps({"error": {"type": error_type, "message": message}})
-
-
-def _error_message(call: dict[str, Any], error_type: str, message: str) -> ToolMessage:
+def _error_message(call: Mapping[str, Any], error_type: str, message: str) -> ToolMessage:
     return ToolMessage(
-        content=_error_content(error_type, message),
+        content=json.dumps({"error": {"type": error_type, "message": message}}),
         name=call["name"],
         tool_call_id=call["id"],
         status="error",
@@ -200,31 +190,31 @@ def _error_message(call: dict[str, Any], error_type: str, message: str) -> ToolM
     )
 
 
-def _typed_errors(max_chars: int) -> Any:
-    """A ToolNode wrapper: exceptions become typed error tool messages; long results are cut."""
-    from langgraph.prebuilt.tool_node import ToolInvocationError
-
-    def wrap(request: Any, execute: Any) -> Any:
-        call = request.tool_call
-        if request.tool is None:
-            return _error_message(call, "UnknownToolError", f"there is no tool {call['name']!r}")
-        try:
-            result = execute(request)
-        except ToolInvocationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
-                for e in exc.filtered_errors or []
-            )
-            return _error_message(call, "ValidationError", detail or str(exc.source))
-        except Exception as exc:  # every tool failure goes back to the planner, typed
-            return _error_message(call, type(exc).__name__, str(exc))
-        long = isinstance(result, ToolMessage) and isinstance(result.content, str)
-        if long and len(result.content) > max_chars:
-            cut = len(result.content) - max_chars
-            result.content = f"{result.content[:max_chars]}… [{cut} more characters cut]"
-        return result
-
-    return wrap
+def _typed_errors(
+    request: ToolCallRequest,
+    execute: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
+    *,
+    default: ChatSettings,
+) -> ToolMessage | Command[Any]:
+    """ToolNode wrapper: exceptions become typed error tool messages; long results are cut."""
+    call = request.tool_call
+    if request.tool is None:
+        return _error_message(call, "UnknownToolError", f"there is no tool {call['name']!r}")
+    try:
+        result = execute(request)
+    except ToolInvocationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+            for e in exc.filtered_errors or []
+        )
+        return _error_message(call, "ValidationError", detail or str(exc.source))
+    except Exception as exc:  # every tool failure goes back to the planner, typed
+        return _error_message(call, type(exc).__name__, str(exc))
+    limit = context_of(request.runtime, default).max_tool_chars
+    text = result.content if isinstance(result, ToolMessage) else None
+    if isinstance(result, ToolMessage) and isinstance(text, str) and len(text) > limit:
+        result.content = f"{text[:limit]}… [{len(text) - limit} more characters cut]"
+    return result
 
 
 # -- planner -------------------------------------------------------------------------------------
@@ -238,23 +228,20 @@ class _Decision(BaseModel):
     answer: str | None = Field(default=None, description="The answer to the user.")
 
 
-def _planner(llm: BaseChatModel, tools: list[BaseTool]) -> Any:
-    """``llm`` with ``tools`` bound; models without ``bind_tools`` decide through a JSON schema."""
-    from langchain_core.language_models import BaseChatModel as _Base
-    from langchain_core.runnables import RunnableLambda
+def _can_bind_tools(llm: BaseChatModel) -> bool:
+    return type(llm).bind_tools is not BaseChatModel.bind_tools
 
+
+def _planner(llm: BaseChatModel, tools: list[BaseTool]) -> Runnable[Any, Any]:
+    """``llm`` with ``tools`` bound; models without ``bind_tools`` decide through a JSON schema."""
     if not tools:
         return llm
-    if type(llm).bind_tools is not _Base.bind_tools:
+    if _can_bind_tools(llm):
         return llm.bind_tools(tools)
-
-    from mmagents.models._tool_grammar import format_tools, new_call_id, with_tool_instruction
-    from mmagents.models.structured import invoke_structured
-
     specs = format_tools(tools)
     names = {spec["name"] for spec in specs}
 
-    def decide(messages: list[BaseMessage], config: Any = None) -> AIMessage:
+    def decide(messages: list[BaseMessage], config: RunnableConfig | None = None) -> AIMessage:
         prompt = with_tool_instruction(messages, specs)
         decision = invoke_structured(llm, _Decision, prompt, config=config).value
         if decision.tool in names:
@@ -265,15 +252,13 @@ def _planner(llm: BaseChatModel, tools: list[BaseTool]) -> Any:
     return RunnableLambda(decide)
 
 
-def _answerer(llm: BaseChatModel, tools: list[BaseTool]) -> Any:
+def _answerer(llm: BaseChatModel, tools: list[BaseTool]) -> Runnable[Any, Any]:
     """``llm`` made to answer now: tools bound with ``tool_choice="none"`` where supported.
 
     Keeping the tools bound keeps the model's reply format (for llama.cpp, the grammar then allows
     only ``{"answer": ...}``), so a small model does not imitate a tool call in plain text.
     """
-    from langchain_core.language_models import BaseChatModel as _Base
-
-    if tools and type(llm).bind_tools is not _Base.bind_tools:
+    if tools and _can_bind_tools(llm):
         try:
             return llm.bind_tools(tools, tool_choice="none")
         except (NotImplementedError, ValueError):  # a backend without tool_choice support
@@ -309,7 +294,7 @@ def _tool_rounds(messages: Sequence[BaseMessage]) -> int:
     return sum(
         1
         for m in _since_last_user(messages)
-        if isinstance(m, AIMessage) and m.tool_calls and m.name != _INTAKE
+        if isinstance(m, AIMessage) and m.tool_calls and m.name != INTAKE
     )
 
 
@@ -330,83 +315,16 @@ def _step_limit_message(
     )
 
 
-class _Nodes:
-    """The graph's nodes, sharing the planner, the tools and the settings."""
-
-    def __init__(
-        self, config: Config, llm: BaseChatModel, tools: list[BaseTool], settings: ChatSettings
-    ) -> None:
-        self.config = config
-        self.settings = settings
-        self.tool_names = {t.name for t in tools}
-        self.planner = _planner(llm, tools)
-        self.answerer = _answerer(llm, tools)
-
-    def intake(self, state: ChatState) -> dict[str, Any]:
-        """Caption images attached to the newest user message that no caption call has seen."""
-        if not self.settings.describe_images or "caption" not in self.tool_names:
-            return {}
-        messages = state["messages"]
-        newest = messages[-1] if messages else None
-        if not isinstance(newest, HumanMessage):
-            return {}
-        seen = {
-            call["args"].get("image")
-            for m in messages
-            if isinstance(m, AIMessage)
-            for call in m.tool_calls
-            if call["name"] == "caption"
-        }
-        fresh = [h for h in dict.fromkeys(_MARKER.findall(newest.text)) if h not in seen]
-        if not fresh:
-            return {}
-        from mmagents.models._tool_grammar import new_call_id
-
-        calls = [{"name": "caption", "args": {"image": h}, "id": new_call_id()} for h in fresh]
-        return {"messages": [AIMessage(content="", tool_calls=calls, name=_INTAKE)]}
-
-    def agent(self, state: ChatState) -> dict[str, Any]:
-        """One planner step: tool calls or the answer (or the step-limit message)."""
-        messages = state["messages"]
-        recent = _recent_turns(messages, self.settings.history_turns)
-        prompt: list[BaseMessage] = [SystemMessage(content=self._system_text(messages)), *recent]
-        if self.settings.vision:
-            prompt = _with_pixels(prompt, self.config)
-        reply = self.planner.invoke(prompt)
-        if reply.tool_calls and _repeats(reply, recent):
-            # Small planners re-request a result they already have instead of answering; the
-            # result is in the prompt, so ask the same model, without tools, for the answer.
-            reply = self.answerer.invoke(prompt)
-        if reply.tool_calls and _tool_rounds(messages) >= self.settings.max_steps:
-            # The planner wants yet another round: stop instead, saying so.
-            return {"messages": [_step_limit_message(messages, reply, self.settings.max_steps)]}
-        return {"messages": [reply]}
-
-    def _system_text(self, messages: Sequence[BaseMessage]) -> str:
-        from mmagents.prompts import load_prompt
-
-        images = list(dict.fromkeys(h for m in messages for h in _HANDLE.findall(m.text)))
-        parts = load_prompt("chat").render(
-            "agent", images=images, images_attached=[], text="", vision=self.settings.vision
-        )
-        return parts["system"]
+def _system_text(messages: Sequence[BaseMessage], *, vision: bool) -> str:
+    images = list(dict.fromkeys(h for m in messages for h in _HANDLE.findall(m.text)))
+    parts = load_prompt("chat").render(
+        "agent", images=images, images_attached=[], text="", vision=vision
+    )
+    return parts["system"]
 
 
-def _route_intake(state: ChatState) -> Literal["tools", "agent"]:
-    last = state["messages"][-1]
-    return "tools" if isinstance(last, AIMessage) and last.tool_calls else "agent"
-
-
-def _route_agent(state: ChatState) -> Literal["tools", "__end__"]:
-    last = state["messages"][-1]
-    return "tools" if isinstance(last, AIMessage) and last.tool_calls else "__end__"
-
-
-def _with_pixels(messages: list[BaseMessage], config: Config) -> list[BaseMessage]:
+def _with_pixels(messages: list[BaseMessage], store: ImageStore) -> list[BaseMessage]:
     """Vision backends only: attach each marked image to its user message as a data URL part."""
-    from mmagents.images import default_store
-
-    store = default_store(config)
     out: list[BaseMessage] = []
     for message in messages:
         handles = _MARKER.findall(message.text) if isinstance(message, HumanMessage) else []
@@ -425,221 +343,119 @@ def _with_pixels(messages: list[BaseMessage], config: Config) -> list[BaseMessag
     return out
 
 
-def build_chat_graph(
-    config: Config,
+# -- nodes and routes ----------------------------------------------------------------------------
+
+
+def intake(
+    state: ChatState,
+    runtime: Runtime[ChatSettings],
     *,
-    llm: BaseChatModel | None = None,
-    tools: list[BaseTool] | None = None,
-    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    tool_names: frozenset[str],
+    default: ChatSettings,
+) -> dict[str, Any]:
+    """Caption images attached to the newest user message that no caption call has seen."""
+    if not context_of(runtime, default).describe_images or "caption" not in tool_names:
+        return {}
+    messages = state["messages"]
+    newest = messages[-1] if messages else None
+    if not isinstance(newest, HumanMessage):
+        return {}
+    seen = {
+        call["args"].get("image")
+        for m in messages
+        if isinstance(m, AIMessage)
+        for call in m.tool_calls
+        if call["name"] == "caption"
+    }
+    fresh = [h for h in dict.fromkeys(_MARKER.findall(newest.text)) if h not in seen]
+    if not fresh:
+        return {}
+    calls = [{"name": "caption", "args": {"image": h}, "id": new_call_id()} for h in fresh]
+    return {"messages": [AIMessage(content="", tool_calls=calls, name=INTAKE)]}
+
+
+def agent(
+    state: ChatState,
+    runtime: Runtime[ChatSettings],
+    *,
+    planner: Runnable[Any, Any],
+    answerer: Runnable[Any, Any],
+    models: Models,
+    default: ChatSettings,
+) -> dict[str, Any]:
+    """One planner step: tool calls or the answer (or the step-limit message)."""
+    s = context_of(runtime, default)
+    messages = state["messages"]
+    recent = _recent_turns(messages, s.history_turns)
+    system = SystemMessage(content=_system_text(messages, vision=s.vision))
+    prompt: list[BaseMessage] = [system, *recent]
+    if s.vision:
+        prompt = _with_pixels(prompt, models.store)
+    reply = planner.invoke(prompt)
+    if reply.tool_calls and _repeats(reply, recent):
+        # Small planners re-request a result they already have instead of answering; the
+        # result is in the prompt, so ask the same model, without tools, for the answer.
+        reply = answerer.invoke(prompt)
+    if reply.tool_calls and _tool_rounds(messages) >= s.max_steps:
+        # The planner wants yet another round: stop instead, saying so.
+        return {"messages": [_step_limit_message(messages, reply, s.max_steps)]}
+    return {"messages": [reply]}
+
+
+def _route(state: ChatState) -> Literal["tools", "__end__"]:
+    last = state["messages"][-1]
+    return "tools" if isinstance(last, AIMessage) and last.tool_calls else "__end__"
+
+
+def _route_intake(state: ChatState) -> Literal["tools", "agent"]:
+    return "tools" if _route(state) == "tools" else "agent"
+
+
+def build_chat_graph(
+    config: Config | None = None,
+    *,
+    models: Models | None = None,
     settings: ChatSettings | None = None,
-) -> Any:
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[ChatState, ChatSettings, ChatInput, ChatOutput]:
     """Compile the chat agent graph.
 
     Args:
-        config: The resolved configuration.
-        llm: The planner (default: the ``llm`` role).
-        tools: The tools (default: :func:`chat_tools`).
-        checkpointer: Where threads persist (default: none; :class:`ChatAgent` opens SQLite).
-        settings: Defaults to ``[graphs.chat]``.
+        config: The configuration (default: ``models.config``, else :func:`load_config`).
+        models: The planner (``llm``) and the image store (default: the config's).
+        settings: Build-time tool choice and defaults for runs that pass no context
+            (default: ``[graphs.chat]``).
+        checkpointer: Where threads persist (default: none; ``ChatAgent`` opens SQLite).
 
     Returns:
-        A compiled graph over :class:`ChatState`; invoke it with a ``thread_id``.
+        The compiled graph: :class:`ChatInput` in, :class:`ChatOutput` out; run it with a
+        ``thread_id`` and per-run :class:`ChatSettings` as ``context=``.
+
+    Raises:
+        ConfigError: bad ``[graphs.chat]`` values or an unknown tool name.
     """
-    from langgraph.graph import END, START, StateGraph
-    from langgraph.prebuilt import ToolNode
-
-    from mmagents.models import load_role
-
-    settings = settings or ChatSettings.from_config(config)
-    tools = chat_tools(config)[0] if tools is None else tools
-    nodes = _Nodes(config, llm or load_role("llm", config), tools, settings)
-    graph = StateGraph(ChatState)
-    graph.add_node("intake", nodes.intake)
-    graph.add_node("agent", nodes.agent)
+    models = models or Models(config)
+    default = settings or resolve_settings(ChatSettings, models.config)
+    tools, _ = chat_tools(models.config, default.tools)
+    graph = StateGraph(
+        ChatState, context_schema=ChatSettings, input_schema=ChatInput, output_schema=ChatOutput
+    )
+    names = frozenset(t.name for t in tools)
+    graph.add_node(INTAKE, partial(intake, tool_names=names, default=default))
     graph.add_node(
-        "tools",
-        ToolNode(
-            tools, handle_tool_errors=False, wrap_tool_call=_typed_errors(settings.max_tool_chars)
+        "agent",
+        partial(
+            agent,
+            planner=_planner(models.llm, tools),
+            answerer=_answerer(models.llm, tools),
+            models=models,
+            default=default,
         ),
     )
-    graph.add_edge(START, "intake")
-    graph.add_conditional_edges("intake", _route_intake, ["tools", "agent"])
-    graph.add_conditional_edges("agent", _route_agent, ["tools", END])
+    wrap = partial(_typed_errors, default=default)
+    graph.add_node("tools", ToolNode(tools, handle_tool_errors=False, wrap_tool_call=wrap))
+    graph.add_edge(START, INTAKE)
+    graph.add_conditional_edges(INTAKE, _route_intake, ["tools", "agent"])
+    graph.add_conditional_edges("agent", _route, ["tools", END])
     graph.add_edge("tools", "agent")
     return graph.compile(checkpointer=checkpointer, name="chat")
-
-
-# -- sessions ------------------------------------------------------------------------------------
-
-
-def open_checkpointer(config: Config) -> Any:
-    """The SQLite checkpointer at ``<home>/chat/threads.sqlite`` (safe to share across threads)."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    path = config.home / "chat" / "threads.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """A piece of the answer, as the planner generates it."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class ToolCallEvent:
-    """A tool call (``auto`` when the graph made it, e.g. the intake caption)."""
-
-    name: str
-    args: dict[str, Any]
-    id: str
-    auto: bool = False
-
-
-@dataclass(frozen=True)
-class ToolResultEvent:
-    """A tool's result; ``error_type`` is set when the tool failed."""
-
-    name: str
-    content: str
-    id: str
-    error_type: str | None = None
-
-
-@dataclass(frozen=True)
-class AnswerEvent:
-    """The turn's final answer. ``streamed``: its text already went out as tokens."""
-
-    text: str
-    finish_reason: Literal["stop", "step_limit"]
-    streamed: bool
-
-
-ChatEvent = TokenEvent | ToolCallEvent | ToolResultEvent | AnswerEvent
-
-
-class ChatAgent:
-    """The chat graph with persistent threads, streaming a turn as :data:`ChatEvent` objects.
-
-    Args:
-        config: The resolved configuration.
-        llm: The planner (default: the ``llm`` role).
-        tools: Tool names (default: ``[graphs.chat] tools`` or all registered).
-        checkpointer: Default: SQLite under the config's home (:func:`open_checkpointer`).
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        *,
-        llm: BaseChatModel | None = None,
-        tools: Sequence[str] | None = None,
-        checkpointer: BaseCheckpointSaver[Any] | None = None,
-    ) -> None:
-        self.config = config
-        self.settings = ChatSettings.from_config(config)
-        self.tools, self.omitted = chat_tools(config, tools)
-        self.checkpointer = checkpointer if checkpointer is not None else open_checkpointer(config)
-        self.graph = build_chat_graph(
-            config,
-            llm=llm,
-            tools=self.tools,
-            checkpointer=self.checkpointer,
-            settings=self.settings,
-        )
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _run_config(self, thread_id: str) -> dict[str, Any]:
-        # A turn visits at most 2 * max_steps + 3 nodes; this backstop is never the one that stops.
-        limit = 2 * self.settings.max_steps + 8
-        return {"configurable": {"thread_id": thread_id}, "recursion_limit": limit}
-
-    def lock(self, thread_id: str) -> threading.Lock:
-        """The lock serialising turns of one thread (concurrent turns would interleave)."""
-        with self._locks_guard:
-            return self._locks.setdefault(thread_id, threading.Lock())
-
-    def user_message(self, text: str, images: Sequence[str] = ()) -> HumanMessage:
-        """The user turn as stored: image markers first, then the text."""
-        from mmagents.prompts import load_prompt
-
-        parts = load_prompt("chat").render(
-            "agent", images=[], images_attached=list(images), text=text, vision=False
-        )
-        return HumanMessage(content=parts["user"])
-
-    def turn(
-        self,
-        thread_id: str,
-        text: str,
-        images: Sequence[str] = (),
-        *,
-        history: Sequence[BaseMessage] = (),
-    ) -> Iterator[ChatEvent]:
-        """Run one user turn, yielding tokens, tool calls, tool results, then the answer.
-
-        Args:
-            thread_id: The conversation; its earlier turns come from the checkpointer.
-            text: What the user wrote.
-            images: Handles of images attached to this message.
-            history: Earlier messages to add before this turn (e.g. a stateless API request).
-        """
-        message = self.user_message(text, images)
-        with self.lock(thread_id):
-            yield from self._stream({"messages": [*history, message]}, thread_id)
-
-    def _stream(self, inputs: dict[str, Any], thread_id: str) -> Iterator[ChatEvent]:
-        final: AIMessage | None = None
-        streamed = False
-        for mode, payload in self.graph.stream(
-            inputs, self._run_config(thread_id), stream_mode=["messages", "updates"]
-        ):
-            if mode == "messages":
-                chunk, meta = payload
-                planner = meta.get("langgraph_node") == "agent"
-                if planner and isinstance(chunk, AIMessageChunk) and chunk.text:
-                    streamed = True
-                    yield TokenEvent(chunk.text)
-                continue
-            for node, update in payload.items():
-                for msg in (update or {}).get("messages", []):
-                    if isinstance(msg, AIMessage) and msg.tool_calls:
-                        streamed = False  # text streamed before a tool call is not the answer
-                        for call in msg.tool_calls:
-                            yield ToolCallEvent(
-                                call["name"], call["args"], call["id"] or "", msg.name == _INTAKE
-                            )
-                    elif isinstance(msg, ToolMessage):
-                        error = (
-                            (msg.artifact or {}).get("error_type")
-                            if msg.status == "error"
-                            else None
-                        )
-                        yield ToolResultEvent(msg.name or "", msg.text, msg.tool_call_id, error)
-                    elif isinstance(msg, AIMessage) and node == "agent":
-                        final = msg
-        if final is None:  # cannot happen with this graph's edges; guard against silent turns
-            raise RuntimeError("the chat graph ended without an answer")
-        reason = final.response_metadata.get("finish_reason")
-        yield AnswerEvent(final.text, "step_limit" if reason == "step_limit" else "stop", streamed)
-
-    def ask(self, thread_id: str, text: str, images: Sequence[str] = ()) -> AnswerEvent:
-        """Run one turn and return only its answer."""
-        events = list(self.turn(thread_id, text, images))
-        answer = events[-1]
-        assert isinstance(answer, AnswerEvent)
-        return answer
-
-    def history(self, thread_id: str) -> list[BaseMessage]:
-        """The thread's messages so far (empty for a new thread)."""
-        snapshot = self.graph.get_state(self._run_config(thread_id))
-        return list(snapshot.values.get("messages", []))
-
-    def reset(self, thread_id: str) -> None:
-        """Forget the thread's messages."""
-        self.checkpointer.delete_thread(thread_id)
-        with self._locks_guard:
-            self._locks.pop(thread_id, None)

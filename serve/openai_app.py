@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
     from mmagents._config import Config
-    from mmagents.graphs.chat import ChatAgent
+    from mmagents.graphs.chat_session import ChatAgent
 
 __all__ = ["THREAD_HEADER", "APIError", "ServeSettings", "create_app", "serve"]
 
@@ -257,7 +257,7 @@ def _parse(body: bytes) -> _ChatRequest:
 
 def _run_turn(agent: ChatAgent, turn: _Turn) -> tuple[str, str, list[dict[str, Any]]]:
     """Run a turn to its end: answer text, OpenAI finish reason, tool calls made."""
-    from mmagents.graphs.chat import AnswerEvent, ToolCallEvent, ToolResultEvent
+    from mmagents.graphs.chat_session import AnswerEvent, ToolCallEvent, ToolResultEvent
 
     calls: list[dict[str, Any]] = []
     try:
@@ -294,7 +294,7 @@ def _completion(
 
 def _sse_events(agent: ChatAgent, turn: _Turn, model: str) -> Iterator[str]:
     """The turn as ``chat.completion.chunk`` server-sent events, ending with ``[DONE]``."""
-    from mmagents.graphs.chat import AnswerEvent, TokenEvent
+    from mmagents.graphs.chat_session import AnswerEvent, TokenEvent
 
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -344,7 +344,7 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
-    from mmagents.graphs.chat import ChatAgent
+    from mmagents.graphs.chat_session import ChatAgent
 
     settings = settings or ServeSettings.from_config(config)
     chat = agent or ChatAgent(config)

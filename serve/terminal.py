@@ -1,4 +1,4 @@
-"""The terminal chat: a REPL over :class:`~mmagents.graphs.chat.ChatAgent` with rich output.
+"""The terminal chat: a REPL over :class:`~mmagents.graphs.chat_session.ChatAgent` with rich output.
 
 Answers stream token by token; every tool call and its result is shown as it happens. Commands:
 ``/image PATH`` attaches an image to the next message, ``/tools`` lists the tools, ``/reset``
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from mmagents._config import Config
-    from mmagents.graphs.chat import ChatAgent
+    from mmagents.graphs.chat_session import ChatAgent
 
 __all__ = ["ChatREPL", "run_chat"]
 
@@ -97,7 +97,12 @@ class ChatREPL:
 
     def ask(self, text: str) -> None:
         """Send one message and show the turn as it happens."""
-        from mmagents.graphs.chat import AnswerEvent, TokenEvent, ToolCallEvent, ToolResultEvent
+        from mmagents.graphs.chat_session import (
+            AnswerEvent,
+            TokenEvent,
+            ToolCallEvent,
+            ToolResultEvent,
+        )
 
         images, self.pending = self.pending, []
         speaking = False
@@ -191,7 +196,7 @@ def run_chat(
     """
     from rich.console import Console
 
-    from mmagents.graphs.chat import ChatAgent
+    from mmagents.graphs.chat_session import ChatAgent
 
     console = console or Console(highlight=False)
     if read is None:

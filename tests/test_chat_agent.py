@@ -11,22 +11,28 @@ import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from syrupy.assertion import SnapshotAssertion
 
 from mmagents import Config, load_config
 from mmagents.errors import BackendUnavailableError, ConfigError
+from mmagents.graphs._settings import resolve_settings
 from mmagents.graphs.chat import (
-    AnswerEvent,
-    ChatAgent,
     ChatSettings,
-    TokenEvent,
-    ToolCallEvent,
-    ToolResultEvent,
     build_chat_graph,
     chat_tools,
     image_marker,
+    user_message,
+)
+from mmagents.graphs.chat_session import (
+    AnswerEvent,
+    ChatAgent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolResultEvent,
 )
 from mmagents.images import default_store
 from mmagents.models.fake import ScriptedChat
+from mmagents.runtime import Models
 from mmagents.samples import sample_path
 from mmagents.tools.pipelines import ClassifyMemeTool, RunIdealGPTTool
 
@@ -59,21 +65,10 @@ def _agent(config: Config, llm: BaseChatModel, **kwargs: Any) -> ChatAgent:
     )
 
 
-def test_graph_shape(fake_config: Config) -> None:
-    graph = build_chat_graph(fake_config, llm=ScriptedChat(replies=[]), tools=[])
-    edges = sorted(
-        line.strip()
-        for line in graph.get_graph().draw_mermaid().splitlines()
-        if "-.->" in line or "-->" in line
-    )
-    assert edges == [
-        "__start__ --> intake;",
-        "agent -.-> __end__;",
-        "agent -.-> tools;",
-        "intake -.-> agent;",
-        "intake -.-> tools;",
-        "tools --> agent;",
-    ]
+def test_graph_shape(fake_config: Config, snapshot: SnapshotAssertion) -> None:
+    models = Models(fake_config, llm=ScriptedChat(replies=[]))
+    graph = build_chat_graph(models=models, settings=ChatSettings(tools=()))
+    assert graph.get_graph().draw_mermaid() == snapshot
 
 
 def test_tool_call_then_answer(fake_config: Config, cat: str) -> None:
@@ -265,16 +260,27 @@ def test_pipeline_tool_runs_its_graph_runner_with_configured_options(home: Path)
 
 def test_settings_are_validated(home: Path) -> None:
     with pytest.raises(ConfigError, match="max_step"):
-        ChatSettings.from_config(_config(home, "[graphs.chat]\nmax_step = 3\n"))
+        resolve_settings(ChatSettings, _config(home, "[graphs.chat]\nmax_step = 3\n"))
     with pytest.raises(ConfigError, match="max_steps"):
-        ChatSettings.from_config(_config(home, "[graphs.chat]\nmax_steps = 0\n"))
+        resolve_settings(ChatSettings, _config(home, "[graphs.chat]\nmax_steps = 0\n"))
     with pytest.raises(ConfigError, match="nope"):
-        chat_tools(_config(home, '[graphs.chat]\ntools = ["nope"]\n'))
+        ChatAgent(_config(home, '[graphs.chat]\ntools = ["nope"]\n'), llm=ScriptedChat(replies=[]))
+
+
+def test_settings_arrive_per_run(fake_config: Config) -> None:
+    """One compiled graph; the step limit of each run is that run's context."""
+    llm = ScriptedChat(replies=[lambda _: _call("embed", texts=["x"])], cycle=True)
+    graph = build_chat_graph(
+        models=Models(fake_config, llm=llm), settings=ChatSettings(tools=("embed",))
+    )
+    run = {"configurable": {"thread_id": "p"}}
+    out = graph.invoke({"messages": [user_message("go")]}, run, context=ChatSettings(max_steps=1))
+    assert out["messages"][-1].response_metadata["finish_reason"] == "step_limit"
+    assert "max_steps = 1" in out["messages"][-1].text
 
 
 def test_user_message_puts_markers_first(fake_config: Config, cat: str) -> None:
-    agent = _agent(fake_config, ScriptedChat(replies=[]), tools=[])
-    message = agent.user_message("what is it?", [cat])
+    message = user_message("what is it?", [cat])
     assert isinstance(message, HumanMessage)
     assert message.text == f"{image_marker(cat)}\nwhat is it?"
 

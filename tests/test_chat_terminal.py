@@ -15,7 +15,7 @@ from langchain_core.messages import BaseMessage, ToolMessage
 from rich.console import Console
 
 from mmagents import Config, load_config
-from mmagents.graphs.chat import ChatAgent
+from mmagents.graphs.chat_session import ChatAgent
 from mmagents.models.fake import ScriptedChat
 from mmagents.samples import sample_path
 from mmagents.serve.terminal import run_chat

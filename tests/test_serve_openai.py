@@ -22,7 +22,7 @@ from PIL import Image
 
 from mmagents import Config, load_config
 from mmagents.errors import BackendError, ConfigError
-from mmagents.graphs.chat import ChatAgent
+from mmagents.graphs.chat_session import ChatAgent
 from mmagents.models.fake import ScriptedChat
 from mmagents.samples import sample_path
 

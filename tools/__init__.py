@@ -1,4 +1,4 @@
-"""LangChain tools over the roles (and, registered by their modules, over the pipeline graphs).
+"""LangChain tools over the roles and over the pipeline graphs (one static table, read lazily).
 
 >>> from mmagents.tools import build_tools
 >>> tools = build_tools()            # every registered tool, bound to the active config
@@ -32,8 +32,18 @@ _ROLE_TOOLS = {
 for _name, _target in _ROLE_TOOLS.items():
     TOOLS.register(_name, _target)
 
-#: The tools over the six roles (the chat agent adds the graph tools to these).
+#: The tools over the six roles.
 ROLE_TOOLS = tuple(sorted(_ROLE_TOOLS))
+
+#: The pipeline graphs as tools. Registered here, never by a graph module when it is imported,
+#: so the tool list is the same in every process whatever was imported before.
+_PIPELINE_TOOLS = {
+    "run_idealgpt": "mmagents.tools.pipelines:RunIdealGPTTool",
+    "classify_meme": "mmagents.tools.meme:ClassifyMemeTool",  # the finetuned student, or zero-shot
+    "classify_image": "mmagents.tools.pipelines:ClassifyImageTool",
+}
+for _name, _target in _PIPELINE_TOOLS.items():
+    TOOLS.register(_name, _target)
 
 
 def register_tool(name: str, target: Any, *, replace: bool = False) -> None:
