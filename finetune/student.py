@@ -133,6 +133,18 @@ class MemeStudent:
             probs = self._model.predict_proba(list(examples))
         return [_prediction(float(p)) for p in probs]
 
+    def generate_labels(self, examples: Sequence[MemeExample]) -> list[str]:
+        """The t5-clip student's generated labels (the reference's reading of its output).
+
+        Raises:
+            ConfigError: another variant (it has no generated answer).
+        """
+        if self.variant != "t5-clip":
+            raise ConfigError(f"a {self.variant} student does not generate its answer")
+        with self._lock:
+            labels: list[str] = self._model.generate_labels(list(examples))
+        return labels
+
     def classify(
         self, text: str, caption: str = "", *, rationale: bool = True, image: str | None = None
     ) -> StudentPrediction:

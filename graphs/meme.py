@@ -159,8 +159,14 @@ class _MemeNodes:
         }
 
     def classify(self, state: MemeState) -> dict[str, Any]:
+        extra: dict[str, str] = {}
+        handle = state.get("image")
+        if handle:  # the t5-clip student reads the image itself
+            from mmagents.images import default_store
+
+            extra["image"] = str(default_store(self.config).path(handle))
         verdict = self.student.classify(
-            state["text"], state.get("caption", ""), rationale=self.settings.rationale
+            state["text"], state.get("caption", ""), rationale=self.settings.rationale, **extra
         )
         return {
             "prediction": verdict.label,
@@ -368,7 +374,9 @@ def eval_meme_sample(sample: dict[str, Any], config: Config, **options: Any) -> 
         config: The run's configuration.
         **options: ``model`` (a trained student folder; default ``[graphs.meme] model``; none:
             zero-shot with the llm role via :func:`mmagents.eval.baselines.meme_zero_shot`),
-            ``rationale`` (let a generative student write its rationale; default false here).
+            ``rationale`` (let a generative student write its rationale; default false here),
+            ``protocol`` (``paper``: the t5-clip student's generated answer is the prediction,
+            as the reference reads it; see :func:`_paper_sample`).
 
     Returns:
         ``prediction``, ``confidence`` (probability of the prediction), ``p_harmful`` (student),
@@ -382,6 +390,11 @@ def eval_meme_sample(sample: dict[str, Any], config: Config, **options: Any) -> 
         if "text" not in meme:
             meme.update(_perceive(meme, config))
         return meme_zero_shot(meme, config)
+    protocol = str(options.get("protocol", "default"))
+    if protocol == "paper":
+        return _paper_sample(sample, str(model))
+    if protocol != "default":
+        raise ConfigError(f"meme: protocol must be default or paper, got {protocol!r}")
     graph = _cached_graph(config, str(model), rationale=bool(options.get("rationale", False)))
     state: dict[str, Any] = {"llm_calls": 0, **meme}
     if "image" in state:
@@ -395,6 +408,37 @@ def eval_meme_sample(sample: dict[str, Any], config: Config, **options: Any) -> 
         "p_harmful": out["p_harmful"],
         "rationale": out.get("rationale"),
         "llm_calls": out.get("llm_calls", 0),
+    }
+
+
+def _paper_sample(sample: dict[str, Any], model: str) -> dict[str, Any]:
+    """Mr.Harm's reading of its student: greedy generation, the text after "The answer is: ".
+
+    A generation that is neither label stays the prediction (the reference counts it wrong);
+    ``confidence`` / ``p_harmful`` come from the two answers' likelihoods.
+    """
+    from mmagents.finetune.meme_data import MemeExample
+    from mmagents.finetune.student import load_student
+
+    student = load_student(model)
+    if student.variant != "t5-clip":
+        raise ConfigError(
+            "protocol=paper evaluates the paper's student: train it with "
+            "`mmagents finetune meme --variant t5-clip`"
+        )
+    example = MemeExample(
+        id=str(sample.get("id", "sample")),
+        text=str(sample.get("text", "")),
+        caption=str(sample.get("caption") or ""),
+        image=sample.get("image"),
+    )
+    (label,) = student.generate_labels([example])
+    (verdict,) = student.classify_many([example])
+    return {
+        "prediction": label,
+        "confidence": verdict.p_harmful if label == "harmful" else 1.0 - verdict.p_harmful,
+        "p_harmful": verdict.p_harmful,
+        "llm_calls": 0,
     }
 
 

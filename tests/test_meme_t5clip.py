@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,25 @@ def test_cli_finetune_t5_clip(
     args += ["--clip-model", str(models[1]), "--steps", "1", "--batch-size", "4", "--no-augment"]
     assert main([*args, "--no-progress"]) == 0
     assert "trained t5-clip student" in capsys.readouterr().out
+
+
+def test_student_serves_harmc_paper_protocol_and_classify_meme(
+    tmp_path: Path, models: tuple[Path, Path], harmc: Path, fake_config: Any
+) -> None:
+    from mmagents.eval.runner import run_task
+    from mmagents.graphs.meme import run_meme
+
+    cfg = MemeTrainConfig(
+        variant="t5-clip", base_model=str(models[0]), clip_model=str(models[1]), steps=1,
+        batch_size=4, augment=False, progress=False,
+    )  # fmt: skip
+    train_meme_student(harmc, tmp_path / "s", cfg)
+    for protocol in ("paper", "default"):
+        summary = run_task("harmc", fake_config, data=harmc, out=tmp_path / protocol,
+                           progress=False, options={"model": str(tmp_path / "s"),
+                                                    "protocol": protocol})  # fmt: skip
+        assert summary.errors == 0 and summary.n == 4 and "macro_f1" in summary.metrics
+    meme = read_memes(harmc)[1]
+    out = run_meme(fake_config, image=meme.image, text=meme.text, caption=meme.caption,
+                   model=str(tmp_path / "s"))  # fmt: skip
+    assert out["prediction"] in ("harmful", "harmless") and 0.5 <= out["probability"] <= 1.0
