@@ -3,9 +3,9 @@
 The ``paper`` protocol of the IdealGPT graph uses these; each is checked against values worked out
 by hand from the reference code in ``tests/test_paper_idealgpt.py``. References are to
 ``chat/vcr_conv.py`` and ``chat/ve_conv.py`` at commit 1882619 / b2ff949 (``docs/reproduce.md``
-holds the full table). The system prompts of the reference (``chat/vcr_prompt.py``,
-``chat/ve_prompt.py``) are not part of the stored copy of the repository this was written from,
-so their wording is not reproduced here; the user messages' layout is.
+holds the full table). The reference's system prompts (``chat/vcr_prompt.py``,
+``chat/ve_prompt.py``) are kept as ``prompts/questioner_paper.yaml`` / ``reasoner_paper.yaml``
+(planner's files); this module reproduces the user messages' layout and the parsing rules.
 
 Rules:
     * VQA prompt for BLIP-2: ``"Question: {q} Answer:"``, decoded with ``max_length=10`` and

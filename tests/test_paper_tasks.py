@@ -114,3 +114,17 @@ def test_paper_protocol_writes_descriptors_with_the_published_prompt(fake_config
     assert out["descriptors"] == {"red_fox": ["four legs", "a bushy tail"]}
     prompt = llm.calls[0][-1].content
     assert prompt.endswith("to tell there is a red fox in a photo:\n-\n") and "lemur" in prompt
+
+
+def test_paper_profile_names_the_papers_models(tmp_path: Path) -> None:
+    config = load_config(environ={"MMAGENTS_HOME": str(tmp_path), "MMAGENTS_PROFILE": "paper"})
+    assert config.profile == "paper"
+    llm, vlm, scorer = (config.role(r) for r in ("llm", "vlm", "scorer"))
+    assert (llm.backend, llm.options["model"], llm.options["temperature"]) == (
+        "openai",
+        "gpt-3.5-turbo",
+        0.0,
+    )
+    assert vlm.options["model"] == "Salesforce/blip2-flan-t5-xxl"
+    assert vlm.options["caption_prompt"] == "a photo of"
+    assert (scorer.backend, scorer.options["pretrained"]) == ("open_clip", "openai")
