@@ -128,3 +128,21 @@ def test_paper_profile_names_the_papers_models(tmp_path: Path) -> None:
     assert vlm.options["model"] == "Salesforce/blip2-flan-t5-xxl"
     assert vlm.options["caption_prompt"] == "a photo of"
     assert (scorer.backend, scorer.options["pretrained"]) == ("open_clip", "openai")
+
+
+def test_cli_eval_run_imagenet_describe_paper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmagents.cli import main
+
+    monkeypatch.setenv("MMAGENTS_HOME", str(tmp_path / "home"))
+    for role in ("llm", "vlm", "scorer", "ocr"):
+        monkeypatch.setenv(f"MMAGENTS_{role.upper()}__BACKEND", "fake")
+    root, descriptors = write_imagenet(tmp_path / "imagenet")
+    data = tmp_path / "in.jsonl"
+    assert main(["eval", "convert", "imagenet", str(root), "--out", str(data),
+                 "--set", f"descriptors={descriptors}"]) == 0  # fmt: skip
+    args = ["eval", "run", "imagenet-describe", "--data", str(data), "--out", str(tmp_path / "r")]
+    args += ["--descriptors", str(descriptors), "--set", "protocol=paper", "--no-progress"]
+    assert main(args) == 0
+    assert "top_1_baseline" in capsys.readouterr().out
