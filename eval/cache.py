@@ -33,6 +33,7 @@ from typing import Any
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 
 from mmagents._config import RoleConfig
+from mmagents.tracing import note_cache
 
 __all__ = [
     "CACHED_METHODS",
@@ -110,6 +111,7 @@ class CallCache:
         row = self._connection().execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
         with self._lock:
             (self.hits if row else self.misses)[kind] += 1
+        note_cache(row is not None)  # a traced call around this lookup records hit or miss
         return row[0] if row else None
 
     def put(self, kind: str, key: str, value: str) -> None:
@@ -180,10 +182,12 @@ def _generation_from_json(data: dict[str, Any]) -> Any:
     from langchain_core.messages import messages_from_dict
     from langchain_core.outputs import ChatGeneration, Generation
 
+    # Marked so a trace shows this generation came from the cache (LangChain reports none).
+    info = {**(data.get("info") or {}), "mmagents_cache": "hit"}
     if "chat" in data:
         message = messages_from_dict([data["chat"]])[0]
-        return ChatGeneration(message=message, generation_info=data.get("info"))
-    return Generation(text=data["text"], generation_info=data.get("info"))
+        return ChatGeneration(message=message, generation_info=info)
+    return Generation(text=data["text"], generation_info=info)
 
 
 class LLMCallCache(BaseCache):

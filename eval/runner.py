@@ -18,6 +18,7 @@ exactly one record per id.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import queue
@@ -389,7 +390,9 @@ def _execute(
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval")
     try:
         for sample in todo:
-            future = pool.submit(_evaluate_one, runner, sample, task, config, options)
+            # Each sample in a copy of this context, so an active trace (--trace) reaches workers.
+            context = contextvars.copy_context()
+            future = pool.submit(context.run, _evaluate_one, runner, sample, task, config, options)
             future.add_done_callback(finished.put)
         remaining = len(todo)
         while remaining:

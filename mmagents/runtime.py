@@ -26,6 +26,7 @@ from mmagents._config import ROLES, Config, RoleConfig, load_config
 from mmagents._registry import import_string
 from mmagents.errors import ConfigError
 from mmagents.images import ImageStore, default_store
+from mmagents.tracing import traced
 
 __all__ = ["IMAGE_FIELD", "Models", "Wrap", "image_fields", "image_input"]
 
@@ -88,7 +89,8 @@ class Models:
                     backend = _build(role, spec)
                 if self.wrap is not None:
                     backend = self.wrap(role, spec, backend)
-                self._ready[role] = backend
+                # Outermost: role calls reach LangChain callbacks, cache hits included.
+                self._ready[role] = traced(role, spec.backend, backend)
             return self._ready[role]
 
     def loaded(self) -> list[str]:

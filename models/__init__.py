@@ -13,6 +13,7 @@ from typing import Any
 from mmagents._config import ROLES, Config, RoleConfig, load_config
 from mmagents._registry import Registry
 from mmagents.errors import ConfigError
+from mmagents.tracing import traced
 
 __all__ = ["BACKENDS", "BACKEND_WRAPPERS", "load_backend", "load_role", "register_backend"]
 
@@ -67,6 +68,7 @@ for _role, _entries in _BUILTIN.items():
         BACKENDS[_role].register(_name, _target)
 
 _LOADED: dict[tuple[str, str, str], Any] = {}
+_TRACED: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 #: Hooks ``wrap(role, spec, backend) -> backend`` applied in order to what :func:`load_backend`
@@ -100,9 +102,12 @@ def load_backend(role: str, spec: RoleConfig) -> Any:
                     f"bad options for {role} backend {spec.backend!r}: {exc}"
                 ) from None
         backend = _LOADED[key]
+        if not BACKEND_WRAPPERS:  # the common case: one traced proxy per loaded backend
+            return _TRACED.setdefault(key, traced(role, spec.backend, backend))
     for wrap in tuple(BACKEND_WRAPPERS):
         backend = wrap(role, spec, backend)
-    return backend
+    # Tracing goes outermost, so a traced call sees (and reports) the cache's hit or miss.
+    return traced(role, spec.backend, backend)
 
 
 def load_role(role: str, config: Config | None = None) -> Any:

@@ -53,6 +53,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mmagents.serve._cli:register_serve",
     ),
     "mcp": ("MCP server (stdio) exposing the role tools", "mmagents.serve._cli:register_mcp"),
+    "trace": (
+        "show a trace written by --trace: span tree, timings, tokens, cache hits",
+        "mmagents._trace_show:register",
+    ),
 }
 
 
@@ -66,6 +70,12 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", help="built-in profile: offline (default), openai, hf")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write OpenTelemetry spans of every model call to FILE (JSONL; also OTLP when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set); may also follow the command: run/eval run/chat",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, target) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -87,11 +97,33 @@ def _selected(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _pop_trace(argv: list[str]) -> tuple[list[str], str | None]:
+    """Take ``--trace FILE`` / ``--trace=FILE`` out of ``argv`` wherever it stands, so every
+    command (``run NAME``, ``eval run``, ``chat`` ...) accepts it without declaring it."""
+    rest: list[str] = []
+    trace: str | None = None
+    items = iter(argv)
+    for arg in items:
+        if arg == "--":
+            rest += [arg, *items]
+            break
+        if arg == "--trace":
+            trace = next(items, None)
+            if trace is None:
+                raise SystemExit("mmagents: error: --trace needs a FILE")
+        elif arg.startswith("--trace="):
+            trace = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+    return rest, trace
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmagents`` console script; returns the exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list, trace = _pop_trace(list(sys.argv[1:] if argv is None else argv))
     parser = _parser(args_list)
     args = parser.parse_args(args_list)
+    trace = trace or args.trace
     if args.version:
         from importlib.metadata import version
 
@@ -101,7 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        from mmagents.tracing import tracing_to
+
+        with tracing_to(trace):
+            return int(args.func(args) or 0)
     except MMAgentsError as exc:
         print(f"mmagents: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
