@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mmagents._config import Config, RoleConfig
+from mmagents._config import Config
 from mmagents.agents.coherence_judge import CRITERIA
 from mmagents.errors import ConfigError
 from mmagents.graphs._comm_doc import DocStep, InterleavedDocument
@@ -22,27 +22,14 @@ from mmagents.graphs.comm_filter import (
     CommFilterSettings,
     build_comm_filter_graph,
 )
-from mmagents.models import BACKEND_WRAPPERS
 from mmagents.runtime import Models
 
 __all__ = ["eval_interleaved_sample"]
 
 _MODES = ("continue", "score")
-#: Options passed on to the generation loop's settings; the thresholds go to both graphs (they
-#: measure alignment and consistency the same way).
-_COMM_KEYS = ("max_retries", "candidates", "min_alignment", "min_consistency")
-_FILTER_KEYS = ("min_coherence", "min_alignment", "min_consistency")
-
-
-def _installed_wrappers(role: str, spec: RoleConfig, backend: Any) -> Any:
-    """The harness's call-cache wrappers installed for this run (``eval.cache.installed``).
-
-    Until the harness hands its runners a ``Models`` with the run's cache (contract step 3),
-    this keeps the old-style runner's calls going through exactly the cache the run asked for.
-    """
-    for wrapper in BACKEND_WRAPPERS:
-        backend = wrapper(role, spec, backend)
-    return backend
+#: The task's own options; every other one is a setting of the comm and/or comm-filter graph
+#: (``min_alignment`` and ``min_consistency`` go to both: they measure the same thing).
+_OWN = ("mode", "k", "steps")
 
 
 def _int_option(options: Mapping[str, Any], key: str, default: int) -> int:
@@ -53,19 +40,37 @@ def _int_option(options: Mapping[str, Any], key: str, default: int) -> int:
         raise ConfigError(f"option {key}={value!r} is not a valid int") from None
 
 
+def _split(config: Config, options: Mapping[str, Any]) -> tuple[CommSettings, CommFilterSettings]:
+    """The run's settings of each graph: defaults < config sections < the task's options.
+
+    Raises:
+        ConfigError: an option that is neither the task's nor a setting of either graph.
+    """
+    comm, judge = CommSettings.model_fields, CommFilterSettings.model_fields
+    unknown = sorted(set(options) - set(_OWN) - set(comm) - set(judge))
+    if unknown:
+        known = sorted({*_OWN, *comm, *judge})
+        raise ConfigError(f"unknown option(s) {unknown} for task interleaved; known: {known}")
+    return (
+        resolve_settings(CommSettings, config, {k: v for k, v in options.items() if k in comm}),
+        resolve_settings(
+            CommFilterSettings, config, {k: v for k, v in options.items() if k in judge}
+        ),
+    )
+
+
 def eval_interleaved_sample(
-    sample: dict[str, Any], config: Config, **options: Any
+    sample: dict[str, Any], *, models: Models, settings: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Harness runner of the ``interleaved`` task.
 
     Args:
         sample: ``steps`` (``[{title?, text, image?}]``, image paths already resolved by the
             harness) and optionally ``topic``.
-        config: The run's configuration.
-        **options: ``mode`` (``continue`` | ``score``), ``k`` (given steps, default 2, at most
-            all but one), ``steps`` (finished length), ``max_retries``, ``candidates``
-            (generation), ``min_coherence`` (filter) and ``min_alignment``, ``min_consistency``
-            (both).
+        models: The run's runtime (its backends go through the run's call cache).
+        settings: ``mode`` (``continue`` | ``score``), ``k`` (given steps, default 2, at most all
+            but one), ``steps`` (finished length), and any setting of the ``comm`` graph
+            (generation) or the ``comm-filter`` graph (thresholds).
 
     Returns:
         ``prediction`` (``keep`` | ``drop``); the LLM-judge scores ``coherence`` and
@@ -76,34 +81,28 @@ def eval_interleaved_sample(
     Raises:
         ConfigError: a bad mode, option or sample.
     """
-    mode = str(options.get("mode", "continue"))
+    mode = str(settings.get("mode", "continue"))
     if mode not in _MODES:
         raise ConfigError(f"mode must be one of {_MODES}, got {mode!r}")
+    comm_settings, filter_settings = _split(models.config, settings)
     steps = sample.get("steps")
     if not isinstance(steps, list) or not steps:
         raise ConfigError("an interleaved sample needs a non-empty 'steps' list")
-    models = Models(config, wrap=_installed_wrappers)
     given = [DocStep.from_dict(s) for s in steps]
     for step in given:  # the harness resolved image paths; the graphs take handles
         step.image = models.store.put(step.image) if step.image else None
     topic = str(sample.get("topic") or "")
-    filter_settings = resolve_settings(
-        CommFilterSettings, config, {k: options.get(k) for k in _FILTER_KEYS}
-    )
     if mode == "score":
         doc = InterleavedDocument(topic, given)
         k = len(given)
     else:
-        k = max(1, min(_int_option(options, "k", 2), len(given) - 1))
-        total = _int_option(options, "steps", len(given))
-        comm_settings = resolve_settings(
-            CommSettings, config, {key: options.get(key) for key in _COMM_KEYS}
-        )
+        k = max(1, min(_int_option(settings, "k", 2), len(given) - 1))
+        total = _int_option(settings, "steps", len(given))
         inputs = CommInput(topic=topic, total_steps=max(total, k), steps=given[:k])
-        out = build_comm_graph(models=models).invoke(inputs.model_dump(), context=comm_settings)
-        doc = InterleavedDocument.from_output(out)
+        graph = build_comm_graph(models=models, settings=comm_settings)
+        doc = InterleavedDocument.from_output(graph.invoke(inputs.model_dump()))
     scored = CommFilterInput(topic=doc.topic, steps=doc.steps).model_dump()
-    result = build_comm_filter_graph(models=models).invoke(scored, context=filter_settings)
+    result = build_comm_filter_graph(models=models, settings=filter_settings).invoke(scored)
     return _record(doc, result, given=k)
 
 

@@ -158,11 +158,13 @@ def _sample(tmp_path: Path, n: int) -> dict[str, Any]:
     return {"id": "doc-1", "topic": "Make tea", "steps": steps}
 
 
+def interleaved(config: Config, sample: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    return eval_interleaved_sample(sample, models=Models(config), settings=settings)
+
+
 def test_eval_runner_continues_then_scores(scripted_config: Config, tmp_path: Path) -> None:
     sample = _sample(tmp_path, 4)
-    record = eval_interleaved_sample(
-        sample, scripted_config, k=1, min_alignment=-1, min_consistency=-1
-    )
+    record = interleaved(scripted_config, sample, k=1, min_alignment=-1, min_consistency=-1)
     assert record["prediction"] == "keep"
     assert record["given_steps"] == 1 and record["generated_steps"] == 3
     assert [g["title"] for g in record["generated"]] == ["Step 0", "Step 1", "Step 2"]
@@ -177,15 +179,19 @@ def test_eval_runner_continues_then_scores(scripted_config: Config, tmp_path: Pa
 
 def test_eval_runner_score_mode_and_bad_options(scripted_config: Config, tmp_path: Path) -> None:
     sample = _sample(tmp_path, 2)
-    record = eval_interleaved_sample(sample, scripted_config, mode="score", min_coherence=0.9)
+    record = interleaved(scripted_config, sample, mode="score", min_coherence=0.9)
     assert record["prediction"] == "drop" and record["generated_steps"] == 0
     assert record["llm_calls"] == 1
     with pytest.raises(ConfigError, match="mode"):
-        eval_interleaved_sample(sample, scripted_config, mode="other")
+        interleaved(scripted_config, sample, mode="other")
     with pytest.raises(ConfigError, match="steps"):
-        eval_interleaved_sample({"steps": []}, scripted_config)
+        interleaved(scripted_config, {"steps": []})
     with pytest.raises(ConfigError, match="valid int"):
-        eval_interleaved_sample(sample, scripted_config, k="two")
+        interleaved(scripted_config, sample, k="two")
+    with pytest.raises(ConfigError, match="unknown option"):
+        interleaved(scripted_config, sample, min_coherense=0.9)
+    with pytest.raises(ConfigError, match="min_coherence"):
+        interleaved(scripted_config, sample, min_coherence=2)
 
 
 def test_interleaved_task_points_at_the_runner() -> None:
@@ -206,8 +212,8 @@ def test_cli_generate_then_filter(
     monkeypatch.setenv("MMAGENTS_SCORER__BACKEND", "fake")
     monkeypatch.setenv("MMAGENTS_IMAGEGEN__BACKEND", "fake")
     out = tmp_path / "doc"
-    args = ["run", "comm", "--topic", "How to brew pour-over coffee", "--steps", "3"]
-    assert main([*args, "--out", str(out), "--min-alignment", "-1"]) == 0
+    args = ["run", "comm", "--topic", "How to brew pour-over coffee", "--total-steps", "3"]
+    assert main([*args, "--out", str(out), "--set", "min_alignment=-1"]) == 0
     printed = capsys.readouterr().out
     assert "How to brew pour-over coffee: 3 steps" in printed and "html:" in printed
     assert sorted(p.name for p in out.iterdir()) == [
@@ -238,7 +244,16 @@ def test_cli_generate_then_filter(
     more = tmp_path / "more"
     assert (
         main(
-            ["run", "comm", "--doc", str(out / "document.json"), "--steps", "5", "--out", str(more)]
+            [
+                "run",
+                "comm",
+                "--doc",
+                str(out / "document.json"),
+                "--total-steps",
+                "5",
+                "--out",
+                str(more),
+            ]
         )
         == 0
     )
@@ -250,7 +265,28 @@ def test_cli_generate_then_filter(
 def test_cli_errors_are_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MMAGENTS_HOME", str(tmp_path / "home"))
     assert main(["run", "comm", "--out", str(tmp_path / "x")]) == 1
+    assert main(["run", "comm", "--topic", "t", "--out", str(tmp_path / "x"), "--json"]) == 1
     assert main(["run", "comm-filter", "--doc", str(tmp_path / "missing.json")]) == 1
+    assert main(["run", "comm-filter"]) == 1
+
+
+def test_cli_json_is_the_output(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MMAGENTS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MMAGENTS_LLM__BACKEND", "scripted-comm")
+    monkeypatch.setenv("MMAGENTS_SCORER__BACKEND", "fake")
+    monkeypatch.setenv("MMAGENTS_IMAGEGEN__BACKEND", "fake")
+    assert main(["run", "comm", "--topic", "Make tea", "--total-steps", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"topic", "steps", "meta", "llm_calls", "log"}
+    assert len(out["steps"]) == 2 and all(s["image"].startswith("img_") for s in out["steps"])
+    # The output is a comm-filter input as it is.
+    steps = json.dumps({"topic": out["topic"], "steps": out["steps"]})
+    path = tmp_path / "doc.json"
+    path.write_text(steps)
+    assert main(["run", "comm-filter", "--doc", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"] in ("keep", "drop")
 
 
 def test_harness_runs_the_interleaved_task(

@@ -43,7 +43,7 @@ def test_comm_then_filter_offline(
 ) -> None:
     out = tmp_path / "doc"
     topic = "How to brew pour-over coffee"
-    assert main(["run", "comm", "--topic", topic, "--steps", "2", "--out", str(out)]) == 0
+    assert main(["run", "comm", "--topic", topic, "--total-steps", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "note: images were retrieved from a local folder, not generated" in printed
 

@@ -42,15 +42,14 @@ __all__ = ["OWN_COMMANDS", "PRESENTERS", "Presenter", "add_input_arguments", "ex
 #: run); the other pipelines show their output as JSON.
 PRESENTERS: dict[str, str] = {
     "idealgpt": "mmagents.cli.idealgpt:IdealGPTPresenter",
+    "comm": "mmagents.cli.comm:CommPresenter",
+    "comm-filter": "mmagents.cli.comm:CommFilterPresenter",
 }
 
 
 #: pipeline name → lazy "module:register(parser, argv)" for a pipeline whose command is still its
 #: own (flags beyond the input schema not yet moved into a presenter).
-OWN_COMMANDS: dict[str, str] = {
-    "comm": "mmagents._cli_comm:register_comm",
-    "comm-filter": "mmagents._cli_comm:register_comm_filter",
-}
+OWN_COMMANDS: dict[str, str] = {}
 
 
 class Presenter:
