@@ -29,21 +29,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from mmagents.errors import StructuredOutputError
+from mmagents.prompts import load_prompt
 
 __all__ = [
     "BLIP2_ANSWER_OPTIONS",
     "CAPTION_PROMPT",
     "MAX_TRIES",
     "Task",
+    "ask",
     "asker_input",
     "blip2_question",
     "format_choices",
     "more_asker_input",
     "parse_reasoner",
     "parse_subquestions",
+    "prompt_role",
+    "reason",
     "reasoner_input",
     "rerun_temperatures",
     "should_stop",
@@ -197,3 +201,77 @@ def rerun_temperatures(base: float, task: Task) -> list[float]:
     return [
         base + 0.1 * ((2.0 * n / tries) - 1) if n > tries / 2 else base for n in range(1, tries + 1)
     ]
+
+
+def prompt_role(task: Task) -> str:
+    """The prompt file holding the reference's prompts for ``task``."""
+    return "idealgpt_paper_snli_ve" if task == "snli-ve" else "idealgpt_paper_vcr"
+
+
+def _messages(task: Task, variant: str, text: str) -> list[Any]:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    parts = load_prompt(prompt_role(task)).variants[variant]
+    # The reference sends the system prompt as is and puts the input where "[placeholder]" is.
+    return [
+        SystemMessage(content=parts["system"]),
+        HumanMessage(content=parts["user"].replace("[placeholder]", text)),
+    ]
+
+
+def ask(
+    llm: Any,
+    task: Task,
+    caption: str,
+    question: str,
+    choices: Sequence[str],
+    sub_questions: Sequence[Sequence[str]],
+    sub_answers: Sequence[Sequence[str]],
+    analysis: str | None,
+) -> list[str]:
+    """One questioner call as the reference makes it (first round, or later with the analysis)."""
+    if not sub_questions:
+        messages = _messages(task, "init_asker", asker_input(task, caption, question, choices))
+    else:
+        text = more_asker_input(
+            task, caption, question, choices, sub_questions, sub_answers, analysis or ""
+        )
+        messages = _messages(task, "more_asker", text)
+    return parse_subquestions(str(llm.invoke(messages).content))
+
+
+def reason(
+    llm: Any,
+    task: Task,
+    caption: str,
+    question: str,
+    choices: Sequence[str],
+    sub_questions: Sequence[Sequence[str]],
+    sub_answers: Sequence[Sequence[str]],
+    *,
+    final_round: bool,
+    base_temperature: float,
+) -> tuple[str, str | None, int]:
+    """``(analysis, answer, calls)``: the reasoner, rerun until its reply parses.
+
+    Raises:
+        StructuredOutputError: no reply parsed within the task's tries (the reference raises).
+    """
+    text = reasoner_input(task, caption, question, choices, sub_questions, sub_answers)
+    messages = _messages(task, "final_reasoner" if final_round else "reasoner", text)
+    reply = ""
+    temperatures = rerun_temperatures(base_temperature, task)
+    for calls, temperature in enumerate(temperatures, start=1):
+        model = llm if temperature == base_temperature else llm.bind(temperature=temperature)
+        reply = str(model.invoke(messages).content)
+        try:
+            analysis, answer = parse_reasoner(reply, task, choices, final_round=final_round)
+        except StructuredOutputError:
+            continue
+        return analysis, answer, calls
+    raise StructuredOutputError(
+        "idealgpt-reasoner",
+        reply,
+        len(temperatures),
+        "Rerun too many times, still failed in parsing.",
+    )

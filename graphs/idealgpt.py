@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, TypedDict
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_config
@@ -43,6 +43,7 @@ from mmagents._config import Config
 from mmagents.agents.questioner import build_questioner
 from mmagents.agents.reasoner import build_reasoner
 from mmagents.errors import StructuredOutputError
+from mmagents.graphs import _idealgpt_paper as paper
 from mmagents.graphs._settings import PipelineSettings, context_of, resolve_settings
 from mmagents.runtime import Models, image_input
 
@@ -77,6 +78,14 @@ class IdealGPTSettings(PipelineSettings):
     )
     max_repairs: int = Field(
         2, ge=0, le=10, description="repair attempts per LLM call whose output does not validate"
+    )
+    protocol: Literal["default", "paper"] = Field(
+        "default",
+        description="paper: the reference's prompts, free-text parsing, reruns and stop rule "
+        "(graphs/_idealgpt_paper.py; docs/reproduce.md)",
+    )
+    paper_task: Literal["vcr", "snli-ve"] = Field(
+        "vcr", description="protocol=paper: which of the reference's two prompt sets and rules"
     )
 
 
@@ -186,6 +195,8 @@ class _Nodes:
 
     def ask(self, state: IdealGPTState, runtime: Runtime[IdealGPTSettings]) -> dict[str, Any]:
         s = self._settings(runtime)
+        if s.protocol == "paper":
+            return self._ask_paper(state, s)
         questioner = build_questioner(
             self.models.llm, max_sub_questions=s.sub_questions, max_repairs=s.max_repairs
         )
@@ -203,18 +214,76 @@ class _Nodes:
             return {"error": _error("questioner", exc), "llm_calls": exc.attempts}
         return {"asked": list(out.value.sub_questions), "llm_calls": out.attempts}
 
+    def _paper_inputs(self, state: IdealGPTState) -> tuple[Any, ...]:
+        rounds = state.get("rounds") or []
+        questions = [[qa["question"] for qa in r["sub_questions"]] for r in rounds]
+        answers = [[qa["answer"] for qa in r["sub_questions"]] for r in rounds]
+        return (
+            state.get("caption", ""),
+            state["question"],
+            state.get("choices") or [],
+            questions,
+            answers,
+        )
+
+    def _ask_paper(self, state: IdealGPTState, s: IdealGPTSettings) -> dict[str, Any]:
+        rounds = state.get("rounds") or []
+        asked = paper.ask(
+            self.models.llm,
+            s.paper_task,
+            *self._paper_inputs(state),
+            rounds[-1]["analysis"] if rounds else None,
+        )
+        return {"asked": asked, "llm_calls": 1}
+
+    def _reason_paper(self, state: IdealGPTState, s: IdealGPTSettings) -> dict[str, Any]:
+        number = len(state.get("rounds") or []) + 1
+        current = sorted(
+            (a for a in state.get("answered") or [] if a["round"] == number),
+            key=lambda a: a["index"],
+        )
+        qas: list[SubAnswer] = [{"question": a["question"], "answer": a["answer"]} for a in current]
+        caption, question, choices, questions, answers = self._paper_inputs(state)
+        base = float(self.models.config.role("llm").options.get("temperature", 0.0))
+        try:
+            analysis, answer, calls = paper.reason(
+                self.models.llm,
+                s.paper_task,
+                caption,
+                question,
+                choices,
+                [*questions, [qa["question"] for qa in qas]],
+                [*answers, [qa["answer"] for qa in qas]],
+                final_round=number >= s.max_rounds,
+                base_temperature=base,
+            )
+        except StructuredOutputError as exc:
+            failed: Round = {"sub_questions": qas, "analysis": ""}
+            return {"rounds": [failed], "error": _error("reasoner", exc), "llm_calls": exc.attempts}
+        if s.paper_task == "vcr" and answer is not None:
+            # The reference predicts the choice number; the text of that choice is reported so
+            # that the task's target (the choice text) scores it. An out-of-range number stays.
+            index = int(answer) - 1
+            answer = choices[index] if 0 <= index < len(choices) else answer
+        done: Round = {"sub_questions": qas, "analysis": analysis}
+        return {"rounds": [done], "answer": answer, "confidence": None, "llm_calls": calls}
+
     def fan_out(self, state: IdealGPTState) -> Any:
         """One ``Send`` per sub-question, so the answerers run concurrently; END on error."""
         if state.get("error"):
             return END
         number = len(state.get("rounds") or []) + 1
+        if not state["asked"]:  # protocol=paper: a reply without sub-questions reasons on as is
+            return [Send("reasoner", dict(state))]
         return [
             Send("answerer", {"image": state["image"], "question": q, "round": number, "index": i})
             for i, q in enumerate(state["asked"])
         ]
 
-    def answer(self, state: AnswerTask) -> dict[str, Any]:
+    def answer(self, state: AnswerTask, runtime: Runtime[IdealGPTSettings]) -> dict[str, Any]:
         reply = self.models.vlm.answer(self.models.store.resolve(state["image"]), state["question"])
+        if self._settings(runtime).protocol == "paper":
+            reply = paper.trim_answer(reply)  # cut at a following "Question:" (vcr_conv.py:163)
         answered: _Answered = {
             "round": state["round"],
             "index": state["index"],
@@ -225,6 +294,8 @@ class _Nodes:
 
     def reason(self, state: IdealGPTState, runtime: Runtime[IdealGPTSettings]) -> dict[str, Any]:
         s = self._settings(runtime)
+        if s.protocol == "paper":
+            return self._reason_paper(state, s)
         reasoner = build_reasoner(self.models.llm, max_repairs=s.max_repairs)
         rounds = state.get("rounds") or []
         number = len(rounds) + 1
@@ -259,6 +330,11 @@ class _Nodes:
         s = self._settings(runtime)
         if state.get("error"):
             return END
+        if s.protocol == "paper":
+            # The reference stops as soon as the answer is a valid choice (vcr_conv.py:325).
+            if state.get("answer") in (state.get("choices") or []):
+                return END
+            return END if len(state.get("rounds") or []) >= s.max_rounds else "questioner"
         confident = (state.get("confidence") or 0.0) >= s.confidence_threshold
         if state.get("answer") and confident:
             return END

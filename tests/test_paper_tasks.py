@@ -146,3 +146,42 @@ def test_cli_eval_run_imagenet_describe_paper(
     args += ["--descriptors", str(descriptors), "--set", "protocol=paper", "--no-progress"]
     assert main(args) == 0
     assert "top_1_baseline" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("task", "writer", "name", "verdicts"),
+    [
+        ("vcr-qa", write_vcr, "vcr", ["1", "2"]),  # gold: choice 1, then choice 4
+        ("snli-ve", write_snli_ve, "snli-ve", ["entailment", "neutral"]),
+    ],
+)
+def test_idealgpt_tasks_paper_protocol_on_the_command_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    task: str,
+    writer: Any,
+    name: str,
+    verdicts: list[str],
+) -> None:
+    from mmagents.cli import main
+
+    writer(tmp_path / "src")
+    data = tmp_path / "data.jsonl"
+    convert(name, tmp_path / "src", data)
+    replies = []
+    for verdict in verdicts:
+        replies += [
+            "Sub-question 1: What is in the image?",
+            f"Analysis: seen.\nMore Likely Answer: {verdict}",
+        ]
+    monkeypatch.setenv("MMAGENTS_HOME", str(tmp_path / "home"))
+    for role in ("llm", "vlm", "scorer", "ocr"):
+        monkeypatch.setenv(f"MMAGENTS_{role.upper()}__BACKEND", "fake")
+    monkeypatch.setenv(
+        "MMAGENTS_LLM__REPLIES", "[" + ", ".join(json.dumps(r) for r in replies) + "]"
+    )
+    out = tmp_path / "run"
+    args = ["eval", "run", task, "--data", str(data), "--out", str(out), "--no-cache"]
+    assert main([*args, "--set", "protocol=paper", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metrics"]["accuracy"] == pytest.approx(0.5)
