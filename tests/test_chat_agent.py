@@ -294,3 +294,29 @@ def test_planner_sees_only_the_latest_turns(home: Path) -> None:
     seen = [m.text for m in llm.calls[-1] if isinstance(m, HumanMessage)]
     assert seen == ["two", "three"]
     assert len(agent.history("w")) == 6  # the thread itself keeps everything
+
+
+def test_run_chat_from_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmagents.cli import main
+    from mmagents.models import register_backend
+
+    def planner(**_: Any) -> ScriptedChat:
+        def reply(messages: list[BaseMessage]) -> str:
+            last = messages[-1]
+            return f"seen: {last.text}" if isinstance(last, ToolMessage) else "no tool result"
+
+        return ScriptedChat(replies=[reply], cycle=True)
+
+    register_backend("llm", "scripted-chat-cli", planner, replace=True)
+    monkeypatch.setenv("MMAGENTS_HOME", str(home))
+    monkeypatch.setenv("MMAGENTS_LLM__BACKEND", "scripted-chat-cli")
+    monkeypatch.setenv("MMAGENTS_VLM__BACKEND", "fake")
+    photo = sample_path("cat", load_config(environ={"MMAGENTS_HOME": str(home)}))
+    args = ["run", "chat", "--text", "what is it?", "--image", str(photo)]
+    assert main([*args, "--set", 'tools=["caption"]']) == 0
+    out = capsys.readouterr().out
+    assert '→ caption({"image": "img_' in out and "← caption:" in out
+    assert 'agent> seen: {"caption": "fake caption' in out
+    assert main(["run", "chat"]) == 1  # no message

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from mmagents.cli.run import Presenter
+from mmagents.cli.run import Presenter, relax_required
 from mmagents.errors import ConfigError
 from mmagents.graphs._comm_doc import InterleavedDocument, SavedDocument, load_document
 from mmagents.graphs._run import Update
@@ -52,14 +52,6 @@ def _fmt(value: float | None) -> str:
 def _print(console: Console, lines: list[str]) -> None:
     for line in lines:  # document text is shown as written: no rich markup, no highlighting
         console.print(line, markup=False, highlight=False)
-
-
-def _relax(parser: argparse.ArgumentParser, dest: str) -> None:
-    """Make a generated input flag optional (``--doc FILE`` can supply that field instead)."""
-    # argparse has no public way to change an added argument; its actions are plain objects.
-    for action in parser._actions:
-        if action.dest == dest:
-            action.required = False
 
 
 class CommPresenter(Presenter):
@@ -153,7 +145,7 @@ class CommFilterPresenter(Presenter):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--doc", metavar="FILE", help="the document to score: .json or .md")
-        _relax(parser, "input__steps")
+        relax_required(parser, "steps")
 
     def prepare(
         self, args: argparse.Namespace, values: dict[str, Any], models: Models

@@ -36,7 +36,15 @@ from mmagents.graphs._run import Update, run_graph, sqlite_checkpointer, thread_
 from mmagents.graphs._settings import PipelineSettings, parse_assignments
 from mmagents.runtime import Models, image_fields
 
-__all__ = ["OWN_COMMANDS", "PRESENTERS", "Presenter", "add_input_arguments", "execute", "register"]
+__all__ = [
+    "OWN_COMMANDS",
+    "PRESENTERS",
+    "Presenter",
+    "add_input_arguments",
+    "execute",
+    "register",
+    "relax_required",
+]
 
 #: pipeline name → lazy "module:PresenterClass" (its trace and summary; a fresh instance per
 #: run); the other pipelines show their output as JSON.
@@ -44,6 +52,7 @@ PRESENTERS: dict[str, str] = {
     "idealgpt": "mmagents.cli.idealgpt:IdealGPTPresenter",
     "comm": "mmagents.cli.comm:CommPresenter",
     "comm-filter": "mmagents.cli.comm:CommFilterPresenter",
+    "chat": "mmagents.cli.chat:ChatPresenter",
 }
 
 
@@ -125,6 +134,15 @@ def add_input_arguments(parser: argparse.ArgumentParser, schema: type[BaseModel]
         else:  # nested structures are given as JSON
             kwargs.update(type=json.loads, help=f"{help_text} (JSON)")
         group.add_argument(flag, required=info.is_required(), **kwargs)
+
+
+def relax_required(parser: argparse.ArgumentParser, name: str) -> None:
+    """Make the generated flag of input field ``name`` optional (a presenter's own flag, e.g.
+    ``--doc FILE``, can supply that field instead; the input schema still requires it)."""
+    # argparse has no public way to change an added argument; its actions are plain objects.
+    for action in parser._actions:
+        if action.dest == _dest(name):
+            action.required = False
 
 
 def _values(args: argparse.Namespace, schema: type[BaseModel]) -> dict[str, Any]:
