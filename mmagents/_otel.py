@@ -80,10 +80,13 @@ class SpanHandler(BaseCallbackHandler):
                 return
             parent = self._visible_parent(parent_run_id)
             context = trace.set_span_in_context(parent) if parent is not None else None
-            if ROLE_TAG in (tags or []):
-                kind = "role"
+            # Tags and metadata are inherited: an llm call made inside a role call (the socratic
+            # VLM asks the llm) carries the role's tag too, but it is still an llm span.
+            role = kind == "chain" and ROLE_TAG in (tags or [])
+            kind = "role" if role else kind
             attributes = {"mmagents.kind": kind, "mmagents.inputs": _json(inputs)}
-            for key in ("mmagents_role", "mmagents_backend", "langgraph_node", "ls_model_name"):
+            keys = ("mmagents_role", "mmagents_backend") if role else ()
+            for key in (*keys, "langgraph_node", "ls_model_name"):
                 if metadata and metadata.get(key) is not None:
                     attributes[f"mmagents.{key.removeprefix('mmagents_')}"] = str(metadata[key])
             self._spans[run_id] = self._tracer.start_span(

@@ -21,7 +21,7 @@ from mmagents._trace_show import load_spans, render_html
 from mmagents.cli import main
 from mmagents.errors import DatasetError
 from mmagents.eval.runner import run_task
-from mmagents.models.fake import FakeVLM
+from mmagents.models.fake import FakeVLM, ScriptedChat
 from mmagents.tracing import traced, tracing_to
 
 TESTS = Path(__file__).resolve().parent
@@ -66,6 +66,32 @@ def test_any_langchain_handler_sees_a_role_call_with_handles_not_pixels() -> Non
     assert recorder.ends[0]["output"] == answer and recorder.ends[0]["latency_s"] >= 0
     # Nobody listening: no run is created (the call goes straight through).
     assert vlm.answer(image, "again?") == "fake answer to: again?"
+
+
+class AskingVLM:
+    """A VLM that asks an llm (as the socratic backend does): the llm span nests inside."""
+
+    def __init__(self) -> None:
+        self.llm = ScriptedChat(replies=["a cat"], cycle=True)
+
+    def answer(self, image: Image.Image, question: str) -> str:
+        return str(self.llm.invoke(question).content)
+
+
+def test_spans_nest_an_llm_call_inside_a_role_call(tmp_path: Path) -> None:
+    vlm = traced("vlm", "asking", AskingVLM())
+    trace = tmp_path / "t.jsonl"
+    with tracing_to(trace):
+        node = RunnableLambda(lambda q: vlm.answer(Image.new("RGB", (4, 4)), q), name="node")
+        assert node.invoke("What is it?") == "a cat"
+    (root,) = load_spans(trace)
+    (role,) = root.children
+    (llm,) = role.children
+    assert (root.name, role.name, role.kind, llm.kind) == ("node", "vlm.answer", "role", "llm")
+    assert (
+        role.attributes["mmagents.backend"] == "asking" and "mmagents.backend" not in llm.attributes
+    )
+    assert root.start_ns <= role.start_ns <= llm.start_ns <= llm.end_ns <= role.end_ns
 
 
 def fake_config_file(tmp_path: Path) -> Path:
@@ -213,3 +239,29 @@ def test_html_timeline_renders_in_headless_chromium(idealgpt_trace: Path, tmp_pa
     root = rows[0]
     assert root["track"] > 100 and abs(root["bar"] - root["track"]) < 2  # the root spans the axis
     assert all(0 < r["bar"] <= r["track"] + 1 for r in rows)
+
+
+def test_eval_run_command_takes_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TESTS))
+    for key, value in {
+        "MMAGENTS_HOME": str(tmp_path / "home"),
+        "MMAGENTS_LLM__BACKEND": "fake",
+        "MMAGENTS_LLM__REPLIES": json.dumps(["yes"]),
+        "MMAGENTS_LLM__CYCLE": "true",
+        "MMAGENTS_VLM__BACKEND": "fake",
+        "MMAGENTS_OCR__BACKEND": "fake",
+    }.items():
+        monkeypatch.setenv(key, value)
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        json.dumps({"id": "a", "text": "t", "colour": [1, 2, 3], "label": "yes"}) + "\n"
+    )
+    task = tmp_path / "task.yaml"
+    task.write_text(
+        "version: 1\nrunner: _eval_runners:with_models\ntarget: label\nmetrics: [accuracy]\n"
+    )
+    trace = tmp_path / "eval.jsonl"
+    argv = ["eval", "run", str(task), "--data", str(data), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--no-progress", "--no-cache", f"--trace={trace}"]) == 0
+    names = sorted(s.name for s in load_spans(trace))
+    assert names == ["llm.ScriptedChat", "ocr.read", "vlm.caption"]
