@@ -3,9 +3,9 @@
 The ``paper`` protocol of the IdealGPT graph uses these; each is checked against values worked out
 by hand from the reference code in ``tests/test_paper_idealgpt.py``. References are to
 ``chat/vcr_conv.py`` and ``chat/ve_conv.py`` at commit 1882619 / b2ff949 (``docs/reproduce.md``
-holds the full table). The reference's system prompts (``chat/vcr_prompt.py``,
-``chat/ve_prompt.py``) are kept as ``prompts/questioner_paper.yaml`` / ``reasoner_paper.yaml``
-(planner's files); this module reproduces the user messages' layout and the parsing rules.
+holds the full table). The reference's prompts (``chat/vcr_prompt.py``, ``chat/ve_prompt.py``)
+are kept word for word in ``prompts/idealgpt_paper_{vcr,snli_ve}.yaml``; :func:`ask` and
+:func:`reason` make the questioner and reasoner calls the way the reference does.
 
 Rules:
     * VQA prompt for BLIP-2: ``"Question: {q} Answer:"``, decoded with ``max_length=10`` and

@@ -82,3 +82,11 @@ def test_snli_ve_prompts_and_answer(fake_config: Config, tmp_path: Path) -> None
     assert state["answer"] == "entailment"
     assert "Hypothesis: An animal is outside.\nThree choices:" in llm.calls[0][1].content
     assert "textual hypothesis" in llm.calls[0][0].content
+
+
+def test_a_reply_without_sub_questions_still_reaches_the_reasoner(fake_config: Config) -> None:
+    state, llm = _run(
+        fake_config, ["I need no sub-questions.", "Analysis: x\nMore Likely Answer: 2"]
+    )
+    assert state["answer"] == "He is cold." and state["rounds"][0]["sub_questions"] == []
+    assert state.get("vlm_calls", 0) == 1  # the caption only
