@@ -85,8 +85,6 @@ def test_snli_ve_prompts_and_answer(fake_config: Config, tmp_path: Path) -> None
 
 
 def test_a_reply_without_sub_questions_still_reaches_the_reasoner(fake_config: Config) -> None:
-    state, llm = _run(
-        fake_config, ["I need no sub-questions.", "Analysis: x\nMore Likely Answer: 2"]
-    )
+    state, _ = _run(fake_config, ["I need no sub-questions.", "Analysis: x\nMore Likely Answer: 2"])
     assert state["answer"] == "He is cold." and state["rounds"][0]["sub_questions"] == []
     assert state.get("vlm_calls", 0) == 1  # the caption only
