@@ -28,10 +28,10 @@ from PIL import Image
 
 from mmagents import load_config
 from mmagents.eval.vqa_fixture import VQA_FIXTURE
-from mmagents.graphs.idealgpt import build_idealgpt_graph, initial_state
-from mmagents.images import default_store
-from mmagents.models import load_role
+from mmagents.graphs._settings import resolve_settings
+from mmagents.graphs.idealgpt import IdealGPTInput, IdealGPTSettings, build_idealgpt_graph
 from mmagents.models.vlm_socratic import SocraticVLM
+from mmagents.runtime import Models
 from mmagents.samples import sample_path
 
 #: Questions beyond the fixture's: sample → (question, accepted answers).
@@ -84,12 +84,15 @@ def main() -> None:
         env["MMAGENTS_LLM__PREFIX_STATES"] = str(args.prefix_states)
     config = load_config(environ=env)
     usage = Usage()
-    llm = load_role("llm", config)
+    models = Models(config)
+    llm = models.llm
     llm.callbacks = [usage]  # every call of this model reports, whichever node makes it
     vlm = SocraticVLM(llm=llm, config=config)
-    overrides = {"max_rounds": args.max_rounds} if args.max_rounds else {}
-    graph = build_idealgpt_graph(config, llm=llm, vlm=vlm, **overrides)
-    store = default_store(config)
+    models = Models(config, models.store, llm=llm, vlm=vlm)
+    overrides = {"max_rounds": args.max_rounds} if args.max_rounds else None
+    settings = resolve_settings(IdealGPTSettings, config, overrides)
+    graph = build_idealgpt_graph(config, models=models, settings=settings)
+    store = models.store
     with Image.open(sample_path("coins", config)) as photo:  # load every model before timing
         vlm.caption(photo.convert("RGB"))
     llm.invoke("Hi", max_tokens=1)
@@ -107,7 +110,7 @@ def main() -> None:
         handle = store.put(sample_path(name, config))
         usage.reset()
         start = time.perf_counter()
-        state = graph.invoke(initial_state(handle, question))
+        state = graph.invoke(IdealGPTInput(image=handle, question=question).model_dump())
         wall = time.perf_counter() - start
         answer = str(state.get("answer") or state.get("error") or "")
         right = any(a.lower() in answer.lower() for a in accepted)

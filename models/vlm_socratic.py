@@ -3,8 +3,11 @@
 There is no offline vision-language model, so this backend composes what exists:
 
 * ``caption`` is deterministic, no LLM: the scorer role's best ImageNet labels, the text the OCR
-  role reads, and the dominant colours, written as one sentence that says where each part came
-  from ("An image an ImageNet classifier labels as tiger cat (39%) ...").
+  role reads, the dominant colours, and (each one a setting) the faces MTCNN finds
+  (``facenet-pytorch``'s bundled weights), the colours of the region the classifier looked at for
+  its top label (its class activation map), and brightness / sky cues for day or night. It is
+  written as sentences that say where each part came from ("An image an ImageNet classifier labels
+  as tiger cat (39%) ...", "Face detector (MTCNN): ...").
 * ``answer`` gives that description and the question to the llm role (prompt
   ``prompts/socratic_answerer.yaml``), which replies in one short sentence.
 
@@ -24,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmagents.errors import BackendError
-from mmagents.models.base import feature_scores
+from mmagents.errors import BackendError, BackendUnavailableError
+from mmagents.models.base import feature_scores, load_once
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from mmagents._config import Config
 
-__all__ = ["SocraticDescription", "SocraticVLM", "dominant_colours"]
+__all__ = ["LightCues", "SocraticDescription", "SocraticVLM", "dominant_colours", "light_cues"]
 
 #: Reference colours for naming quantised clusters (nearest in RGB).
 _COLOUR_NAMES: dict[str, tuple[int, int, int]] = {
@@ -85,6 +88,80 @@ def dominant_colours(image: Image.Image, k: int = 3, clusters: int = 8) -> list[
     return [(name, round(share, 3)) for name, share in ranked[:k]]
 
 
+def _name_pixels(pixels: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """The ``k`` most common reference-colour names of ``(n, 3)`` RGB pixels, with shares."""
+    refs = np.array(list(_COLOUR_NAMES.values()), dtype=np.float32)
+    nearest = np.argmin(((pixels[:, None, :] - refs[None]) ** 2).sum(axis=2), axis=1)
+    counts = np.bincount(nearest, minlength=len(refs)) / max(len(pixels), 1)
+    names = list(_COLOUR_NAMES)
+    ranked = sorted(
+        ((names[i], float(c)) for i, c in enumerate(counts) if c > 0), key=lambda x: -x[1]
+    )
+    return [(name, round(share, 3)) for name, share in ranked[:k]]
+
+
+@dataclass(frozen=True)
+class LightCues:
+    """Pixel statistics that hint at the time of day (heuristics, and labelled as such).
+
+    Attributes:
+        brightness: Mean luminance in ``[0, 1]``.
+        sky: Share of the top third's pixels that are sky-blue (bright, blue above red and green).
+    """
+
+    brightness: float
+    sky: float
+
+    def sentence(self) -> str:
+        level = (
+            "bright" if self.brightness > 0.55 else "dark" if self.brightness < 0.25 else "medium"
+        )
+        text = f"Light (pixel statistics): {level} (mean brightness {self.brightness:.2f})"
+        if self.sky >= 0.15:
+            text += (
+                f", {self.sky:.0%} of the top third is sky blue, which suggests daytime outdoors"
+            )
+        elif self.brightness < 0.25:
+            text += ", which suggests night or a dark room"
+        return text + "."
+
+
+def light_cues(image: Image.Image) -> LightCues:
+    """Brightness and the share of sky-blue pixels in the top third of ``image``."""
+    from PIL import Image as PILImage
+
+    thumb = np.asarray(
+        image.convert("RGB").resize((96, 96), PILImage.Resampling.BILINEAR), dtype=np.float32
+    )
+    luminance = thumb @ np.array([0.299, 0.587, 0.114], dtype=np.float32) / 255.0
+    top = thumb[:32].reshape(-1, 3)
+    r, g, b = top[:, 0], top[:, 1], top[:, 2]
+    sky = (b > r + 20) & (b >= g) & (b > 110)
+    return LightCues(round(float(luminance.mean()), 3), round(float(sky.mean()), 3))
+
+
+def _load_mtcnn() -> Any:
+    try:
+        from facenet_pytorch import MTCNN
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "face detection needs facenet-pytorch (its MTCNN weights ship in the wheel): "
+            "pip install --no-deps facenet-pytorch==2.6.0"
+        ) from exc
+    return MTCNN(keep_all=True, device="cpu")
+
+
+def count_faces(image: Image.Image, threshold: float = 0.9) -> int:
+    """Faces MTCNN (facenet-pytorch's bundled weights) detects with at least ``threshold``."""
+    detector = load_once(("mtcnn", "facenet-pytorch"), _load_mtcnn)
+    rgb = image.convert("RGB")
+    scale = 640 / max(rgb.size)
+    if scale < 1:  # MTCNN's pyramid is slow on large photos; faces stay findable at 640 px
+        rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)))
+    _, probs = detector.detect(rgb)
+    return 0 if probs is None else int(sum(p is not None and p >= threshold for p in probs))
+
+
 def _join(items: list[str], last: str = "and") -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
 
@@ -102,6 +179,9 @@ class SocraticDescription:
     labels: list[tuple[str, float]]
     text: list[str]
     colours: list[tuple[str, float]]
+    faces: int | None = None
+    region: tuple[str, list[tuple[str, float]]] | None = None
+    light: LightCues | None = None
 
     def sentence(self) -> str:
         """One readable sentence that names its sources (classifier labels, OCR, colours)."""
@@ -115,7 +195,19 @@ class SocraticDescription:
             parts.append("with no readable text")
         if self.colours:
             parts.append(f"mostly {_join([name for name, _ in self.colours])}")
-        return ", ".join(parts) + "."
+        sentences = [", ".join(parts) + "."]
+        if self.region is not None and self.region[1]:
+            label, colours = self.region
+            shown = _join([name for name, _ in colours])
+            sentences.append(
+                f"Colours where the classifier sees the {label} (class activation map): {shown}."
+            )
+        if self.faces is not None:
+            found = "no faces" if self.faces == 0 else f"{self.faces} face{'s' * (self.faces > 1)}"
+            sentences.append(f"Face detector (MTCNN): {found}.")
+        if self.light is not None:
+            sentences.append(self.light.sentence())
+        return " ".join(sentences)
 
 
 class SocraticVLM:
@@ -131,6 +223,10 @@ class SocraticVLM:
         llm: Injected chat model (default: the llm role of ``config``).
         config: Configuration the default roles come from (default: the environment's).
         cache_size: How many image descriptions to remember.
+        faces: Count faces with MTCNN (needs facenet-pytorch).
+        region_colours: Name the colours of the region the classifier looked at for its top label
+            (needs a scorer with ``class_activation_map``, as ``label_space`` has).
+        light: Add brightness and sky-blue cues for day or night.
     """
 
     name = "socratic"
@@ -146,6 +242,9 @@ class SocraticVLM:
         llm: Any = None,
         config: Config | None = None,
         cache_size: int = 64,
+        faces: bool = True,
+        region_colours: bool = True,
+        light: bool = True,
     ) -> None:
         self.top_k = top_k
         self.colours = colours
@@ -153,6 +252,9 @@ class SocraticVLM:
         self.max_answer_chars = max_answer_chars
         self.config = config
         self.cache_size = cache_size
+        self.faces = faces
+        self.region_colours = region_colours
+        self.light = light
         self._roles: dict[str, Any] = {"scorer": scorer, "ocr": ocr, "llm": llm}
         self._cache: OrderedDict[str, SocraticDescription] = OrderedDict()
         self._lock = threading.Lock()
@@ -200,12 +302,24 @@ class SocraticVLM:
             labels=self.labels(image),
             text=text,
             colours=dominant_colours(image, self.colours) if self.colours else [],
+            faces=count_faces(image) if self.faces else None,
+            region=self._region(image) if self.region_colours else None,
+            light=light_cues(image) if self.light else None,
         )
         with self._lock:
             self._cache[key] = description
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return description
+
+    def _region(self, image: Image.Image) -> tuple[str, list[tuple[str, float]]] | None:
+        """The top label and the colours of the pixels its class activation map marks (> 0.5)."""
+        scorer = self._role("scorer")
+        if not hasattr(scorer, "class_activation_map"):
+            return None  # a CLIP-like scorer has no class map
+        label, heat, crop = scorer.class_activation_map(image)
+        pixels = np.asarray(crop, dtype=np.float32)[heat > 0.5]
+        return (label, _name_pixels(pixels[::4], self.colours or 3)) if len(pixels) else None
 
     def caption(self, image: Image.Image) -> str:
         """A one-sentence description built from labels, OCR text and colours (no LLM)."""
