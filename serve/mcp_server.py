@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from mmagents._config import Config
 
-__all__ = ["PutImageTool", "build_server", "run_stdio"]
+__all__ = ["PutImageTool", "build_server", "pipeline_tools", "run_stdio"]
 
 
 class _PutImageInput(BaseModel):
@@ -67,8 +67,17 @@ def _invoke(tool: BaseTool, arguments: dict[str, Any]) -> tuple[Any, str | None]
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}, type(exc).__name__
 
 
+def pipeline_tools(config: Config) -> list[BaseTool]:
+    """The pipeline tools whose arguments are derived from a pipeline's input schema."""
+    from mmagents.tools import PIPELINE_TOOLS, build_tools
+    from mmagents.tools.pipelines import GraphTool
+
+    return [t for t in build_tools(config, list(PIPELINE_TOOLS)) if isinstance(t, GraphTool)]
+
+
 def build_server(config: Config, tools: list[BaseTool] | None = None) -> Any:
-    """The low-level MCP server over ``tools`` (default: the role tools plus ``put_image``)."""
+    """The low-level MCP server over ``tools`` (default: the role tools, the pipelines on the
+    contract as tools (their arguments are the pipelines' input schemas), and ``put_image``)."""
     import anyio
     import mcp_types as types
     from mcp.server.lowlevel import Server
@@ -79,7 +88,11 @@ def build_server(config: Config, tools: list[BaseTool] | None = None) -> Any:
     chosen = (
         tools
         if tools is not None
-        else [*build_tools(config, list(ROLE_TOOLS)), PutImageTool(config=config)]
+        else [
+            *build_tools(config, list(ROLE_TOOLS)),
+            *pipeline_tools(config),
+            PutImageTool(config=config),
+        ]
     )
     by_name = {tool.name: tool for tool in chosen}
 

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from mmagents import load_config
+from mmagents.graphs.idealgpt import IdealGPTInput
 from mmagents.samples import sample_path
 from mmagents.tools import ROLE_TOOLS
 
@@ -52,9 +53,14 @@ def test_mcp_lists_and_calls_role_tools(home: Path) -> None:
     photo = sample_path("cat", load_config(environ={"MMAGENTS_HOME": str(home)}))
     out = anyio.run(_session, home, photo)
 
-    assert set(out["tools"]) == {*ROLE_TOOLS, "put_image"}
+    assert set(out["tools"]) == {*ROLE_TOOLS, "run_idealgpt", "put_image"}
     schema = out["tools"]["answer_question"].input_schema
     assert set(schema["required"]) == {"image", "question"}
+    # A pipeline tool's arguments are its input schema, the image as a handle.
+    pipeline = out["tools"]["run_idealgpt"].input_schema
+    assert set(pipeline["properties"]) == set(IdealGPTInput.model_fields)
+    assert set(pipeline["required"]) == {"image", "question"}
+    assert pipeline["properties"]["image"]["pattern"] == "^img_[0-9a-f]{16}$"
 
     assert not out["put"].is_error and out["put"].structured_content["size"] == [451, 300]
     caption = out["caption"]

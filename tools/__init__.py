@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from mmagents._config import Config
 
-__all__ = ["TOOLS", "build_tool", "build_tools", "register_tool"]
+__all__ = ["PIPELINE_TOOLS", "ROLE_TOOLS", "TOOLS", "build_tool", "build_tools", "register_tool"]
 
 #: tool name → lazy factory ``(config) -> BaseTool`` (a tool class works: it takes ``config=``).
 #: Installed packages add tools through the ``mmagents.tools`` entry points.
@@ -29,11 +29,20 @@ _ROLE_TOOLS = {
     "generate_image": "mmagents.tools.roles:GenerateImageTool",
     "embed": "mmagents.tools.roles:EmbedTool",
 }
-for _name, _target in _ROLE_TOOLS.items():
+#: The pipelines as tools. Listed here, statically, so the tool list is the same in every process
+#: whatever was imported before (no graph module registers a tool).
+_PIPELINE_TOOLS = {
+    "run_idealgpt": "mmagents.tools.pipelines:RunIdealGPTTool",
+    "classify_meme": "mmagents.tools.meme:ClassifyMemeTool",
+    "classify_image": "mmagents.tools.pipelines:ClassifyImageTool",
+}
+for _name, _target in {**_ROLE_TOOLS, **_PIPELINE_TOOLS}.items():
     TOOLS.register(_name, _target)
 
 #: The tools over the six roles.
 ROLE_TOOLS = tuple(sorted(_ROLE_TOOLS))
+#: The tools that run a whole pipeline.
+PIPELINE_TOOLS = tuple(sorted(_PIPELINE_TOOLS))
 
 #: The pipeline graphs as tools. Registered here, never by a graph module when it is imported,
 #: so the tool list is the same in every process whatever was imported before.

@@ -1,0 +1,136 @@
+"""Layers point one way, `import mmagents` stays light, and no state leaks from one run to the next.
+
+The two bugs of issue 11: (a) a second ``run_task`` in one process with ``use_cache=False`` still
+went through the first run's caching wrapper; (b) the tool list depended on which graph modules
+had been imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmagents import Config, load_config
+from mmagents.eval import cache as eval_cache
+from mmagents.eval.runner import run_task
+from mmagents.eval.vqa_fixture import write_vqa_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+LOWER = ("graphs", "agents", "models", "tools")
+UPPER = ("mmagents.cli", "mmagents.eval", "mmagents.serve", "mmagents.finetune")
+#: Modules that still reach up, until their port lands (contract-ports-a); the list may only shrink.
+PENDING_PORT = {"graphs/meme.py", "graphs/describe.py", "graphs/recode.py", "tools/meme.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def upward_imports() -> dict[str, list[str]]:
+    """Module file → the upper-layer modules it imports (anywhere in the file)."""
+    found = {}
+    for folder in LOWER:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            bad = sorted(m for m in _imports(path) if m.startswith(UPPER))
+            if bad:
+                found[str(path.relative_to(ROOT))] = bad
+    return found
+
+
+def test_lower_layers_import_no_upper_layer_except_pending_ports() -> None:
+    offenders = upward_imports()
+    assert set(offenders) <= PENDING_PORT, {
+        k: v for k, v in offenders.items() if k not in PENDING_PORT
+    }
+
+
+@pytest.mark.xfail(
+    strict=True, reason="graphs/meme, describe, recode and tools/meme await their port"
+)
+def test_lower_layers_import_no_upper_layer() -> None:
+    assert upward_imports() == {}
+
+
+def _fresh(code: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return proc.stdout.strip()
+
+
+def test_import_mmagents_pulls_in_no_heavy_library() -> None:
+    heavy = ["torch", "transformers", "diffusers", "llama_cpp", "open_clip", "onnxruntime"]
+    code = f"import sys, mmagents; print([m for m in {heavy!r} if m in sys.modules])"
+    assert _fresh(code) == "[]"
+
+
+def test_bug_b_tool_list_is_the_same_whatever_was_imported() -> None:
+    listing = "from mmagents.tools import TOOLS; print(TOOLS.names())"
+    fresh = _fresh(listing)
+    modules = ["idealgpt", "chat", "meme", "describe", "recode", "comm", "comm_filter"]
+    imports = "; ".join(f"import mmagents.graphs.{m}" for m in modules)
+    after = _fresh(f"{imports}; {listing}")
+    assert after == fresh
+    assert {"run_idealgpt", "classify_meme", "classify_image", "caption"} <= set(
+        ast.literal_eval(fresh)
+    )
+
+
+class _Spy:
+    """Counts calls that reach a caching proxy or an LLM cache lookup."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.proxy = 0
+        self.llm = 0
+        cached, lookup = eval_cache.CachingBackend._cached, eval_cache.LLMCallCache.lookup
+
+        def counted_cached(proxy: Any, *args: Any) -> Any:
+            self.proxy += 1
+            return cached(proxy, *args)
+
+        def counted_lookup(cache: Any, *args: Any) -> Any:
+            self.llm += 1
+            return lookup(cache, *args)
+
+        monkeypatch.setattr(eval_cache.CachingBackend, "_cached", counted_cached)
+        monkeypatch.setattr(eval_cache.LLMCallCache, "lookup", counted_lookup)
+
+    def reset(self) -> None:
+        self.proxy = self.llm = 0
+
+
+def test_bug_a_second_run_without_cache_reaches_no_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reply = json.dumps(
+        {"sub_questions": ["What is it?"], "analysis": "a", "answer": "cat", "confidence": 0.9}
+    )
+    toml = tmp_path / "fake.toml"
+    toml.write_text(
+        f"[roles.llm]\nbackend = 'fake'\ncycle = true\nreplies = [{json.dumps(reply)}]\n"
+        "[roles.vlm]\nbackend = 'fake'\n"
+    )
+    config: Config = load_config(toml, environ={"MMAGENTS_HOME": str(tmp_path / "home")})
+    data = write_vqa_fixture(tmp_path / "data", config)
+    spy = _Spy(monkeypatch)
+    first = run_task("vqa", config, out=tmp_path / "r1", data=data, limit=2, progress=False)
+    assert first.info["cache"]["enabled"] and spy.proxy > 0 and spy.llm > 0
+    spy.reset()
+    second = run_task(
+        "vqa", config, out=tmp_path / "r2", data=data, limit=2, progress=False, use_cache=False
+    )
+    assert second.info["cache"] == {"enabled": False}
+    assert (spy.proxy, spy.llm) == (0, 0)  # the run's cache is exactly what it asked for
+    assert second.errors == 0 and second.n == 2
