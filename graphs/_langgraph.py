@@ -17,7 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from mmagents._config import load_config
 from mmagents.graphs import get_pipeline
 
-__all__ = ["comm", "comm_filter", "idealgpt"]
+__all__ = ["chat", "comm", "comm_filter", "idealgpt"]
 
 
 def _build(name: str) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -37,3 +37,8 @@ def comm(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
 def comm_filter(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The ``comm-filter`` pipeline."""
     return _build("comm-filter")
+
+
+def chat(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The ``chat`` agent (threads are kept by the server's own checkpointer)."""
+    return _build("chat")

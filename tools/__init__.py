@@ -29,20 +29,8 @@ _ROLE_TOOLS = {
     "generate_image": "mmagents.tools.roles:GenerateImageTool",
     "embed": "mmagents.tools.roles:EmbedTool",
 }
-#: The pipelines as tools. Listed here, statically, so the tool list is the same in every process
-#: whatever was imported before (no graph module registers a tool).
-_PIPELINE_TOOLS = {
-    "run_idealgpt": "mmagents.tools.pipelines:RunIdealGPTTool",
-    "classify_meme": "mmagents.tools.meme:ClassifyMemeTool",
-    "classify_image": "mmagents.tools.pipelines:ClassifyImageTool",
-}
-for _name, _target in {**_ROLE_TOOLS, **_PIPELINE_TOOLS}.items():
-    TOOLS.register(_name, _target)
-
 #: The tools over the six roles.
 ROLE_TOOLS = tuple(sorted(_ROLE_TOOLS))
-#: The tools that run a whole pipeline.
-PIPELINE_TOOLS = tuple(sorted(_PIPELINE_TOOLS))
 
 #: The pipeline graphs as tools. Registered here, never by a graph module when it is imported,
 #: so the tool list is the same in every process whatever was imported before.
@@ -51,8 +39,11 @@ _PIPELINE_TOOLS = {
     "classify_meme": "mmagents.tools.meme:ClassifyMemeTool",  # the finetuned student, or zero-shot
     "classify_image": "mmagents.tools.pipelines:ClassifyImageTool",
 }
-for _name, _target in _PIPELINE_TOOLS.items():
+for _name, _target in {**_ROLE_TOOLS, **_PIPELINE_TOOLS}.items():
     TOOLS.register(_name, _target)
+
+#: The tools that run a whole pipeline.
+PIPELINE_TOOLS = tuple(sorted(_PIPELINE_TOOLS))
 
 
 def register_tool(name: str, target: Any, *, replace: bool = False) -> None:
