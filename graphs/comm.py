@@ -202,7 +202,7 @@ def plan(
         ConfigError: neither a topic nor a step, or a length beyond ``max_steps``.
     """
     s = context_of(runtime, default)
-    given = [_given(DocStep.from_dict(step)) for step in state.get("steps") or []]
+    given = [_given(DocStep.from_dict(step), models) for step in state.get("steps") or []]
     if not state.get("topic") and not given:
         raise ConfigError("comm needs a topic or a partial document")
     topic = state.get("topic") or given[0].title or " ".join(given[0].text.split()[:12])
@@ -342,10 +342,12 @@ def next_step(state: CommState) -> Literal["generate", "__end__"]:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _given(step: DocStep) -> DocStep:
-    """A step of the input document: its text is kept; its image (if any) is labelled."""
+def _given(step: DocStep, models: Models) -> DocStep:
+    """A step of the input document: its text is kept; its image (a handle, or a file or data
+    URL a Python caller passed) is stored and labelled."""
     step.origin = "given"
     if step.image is not None:
+        step.image = models.store.put(step.image)
         step.provenance = step.provenance or "given"
     return step
 

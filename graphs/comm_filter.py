@@ -132,7 +132,7 @@ def judge_text(state: CommFilterState, *, models: Models) -> dict[str, Any]:
 def score_images(state: CommFilterState, *, models: Models) -> dict[str, Any]:
     """Image–text alignment and image-sequence consistency from the scorer."""
     steps = state["steps"]
-    images = [models.store.get(s["image"]) if s.get("image") else None for s in steps]
+    images = [models.store.resolve(s["image"]) if s.get("image") else None for s in steps]
     if all(im is None for im in images):
         return {"scorer": {"alignment": None, "consistency": None, "steps": []}}
     texts = [step_text(s.get("title") or "", s["text"]) for s in steps]

@@ -453,3 +453,12 @@ def test_retrieved_images_are_announced(tmp_path: Path) -> None:
     saved = doc.save(tmp_path, store)
     for text in (saved.html.read_text(), saved.markdown.read_text()):
         assert "not generated" in text and "coffee.png" in text
+
+
+def test_given_image_files_are_stored(
+    fake_config: Config, store: ImageStore, tmp_path: Path
+) -> None:
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "given.png")
+    partial = [{"title": "A", "text": "a", "image": str(tmp_path / "given.png")}]
+    doc, _ = run(fake_config, store, replies=[], steps=1, partial=partial, min_alignment=-1.0)
+    assert doc.steps[0].image in store and doc.steps[0].provenance == "given"
