@@ -238,15 +238,16 @@ def bench_recode(scorer: Any, config: Any, n: int, repeats: int) -> dict[str, fl
     from mmagents.graphs.recode import build_recode_graph
     from mmagents.images import default_store
     from mmagents.models.fake import ScriptedChat
+    from mmagents.runtime import Models
 
     llm = ScriptedChat(replies=[_cue_reply], cycle=True)
-    graph = build_recode_graph(config, llm=llm, scorer=scorer)
+    graph = build_recode_graph(config, models=Models(config, llm=llm, scorer=scorer))
     store = default_store(config)
     handle = store.put(_images(1, config)[0])
     image = store.get(handle)
     predicates = ["on", "near", "under", "holding", "behind"]
     states = [{**s, "image": handle, "predicates": predicates} for s in _relation_samples(n)]
-    mode = graph.invoke(states[0])["result"]["spatial_mode"]  # fills the cue cache too
+    mode = graph.invoke(states[0])["spatial_mode"]  # fills the cue cache too
 
     def regions(state: dict[str, Any]) -> list[Any]:
         sb, ob = state["subject"]["box"], state["object"]["box"]
@@ -263,16 +264,17 @@ def bench_recode(scorer: Any, config: Any, n: int, repeats: int) -> dict[str, fl
 def bench_llm_calls(n: int, categories: str = "fine") -> tuple[int, int]:
     """(cue-writer calls, naive calls = samples x candidates) for ``n`` VG-like samples."""
     from mmagents import load_config
-    from mmagents.graphs.recode import build_recode_graph
+    from mmagents.graphs.recode import RecodeSettings, build_recode_graph
     from mmagents.images import default_store
     from mmagents.models.fake import FakeEmbedder, FakeScorer, ScriptedChat
+    from mmagents.runtime import Models
 
     with tempfile.TemporaryDirectory() as home:
         config = load_config(environ={"MMAGENTS_HOME": home})  # an empty cue cache
         llm = ScriptedChat(replies=[_cue_reply], cycle=True)
-        graph = build_recode_graph(
-            config, llm=llm, scorer=FakeScorer(), embedder=FakeEmbedder(), categories=categories
-        )
+        models = Models(config, llm=llm, scorer=FakeScorer(), embed=FakeEmbedder())
+        settings = RecodeSettings(categories=categories)  # type: ignore[arg-type]
+        graph = build_recode_graph(config, models=models, settings=settings)
         handle = default_store(config).put(_images(1, config)[0])
         for sample in _relation_samples(n, seed=1):
             graph.invoke({**sample, "image": handle, "predicates": VG_PREDICATES})

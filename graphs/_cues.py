@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from mmagents.models.base import feature_scores
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -192,25 +194,14 @@ class TextFeatureCache:
             return np.stack([self._memory[(scorer_id, t)] for t in texts])
 
 
-_SHARED: dict[tuple[str, str], Any] = {}
-_SHARED_LOCK = threading.Lock()
-
-
 def cue_cache(config: Config) -> JsonCache:
-    """The process-wide cue cache under ``<home>/cache/cues``."""
-    root = config.cache_dir / "cues"
-    with _SHARED_LOCK:
-        return _SHARED.setdefault(("cues", str(root)), JsonCache(root))  # type: ignore[no-any-return]
+    """The cue cache under ``<home>/cache/cues`` (one object per graph; the files are shared)."""
+    return JsonCache(config.cache_dir / "cues")
 
 
 def text_feature_cache(config: Config) -> TextFeatureCache:
-    """The process-wide text-feature cache ``<home>/cache/text_features.sqlite``."""
-    path = config.cache_dir / "text_features.sqlite"
-    with _SHARED_LOCK:
-        key = ("features", str(path))
-        if key not in _SHARED:
-            _SHARED[key] = TextFeatureCache(path)
-        return _SHARED[key]  # type: ignore[no-any-return]
+    """The text-feature cache ``<home>/cache/text_features.sqlite`` (one object per graph)."""
+    return TextFeatureCache(config.cache_dir / "text_features.sqlite")
 
 
 @cache
@@ -255,7 +246,7 @@ def class_mean_scores(
     if sum(groups) != len(text_features) or min(groups, default=1) < 1:
         raise ValueError(f"group sizes {list(groups)} do not partition {len(text_features)} texts")
     with single_threaded_blas():
-        text_scores = logit_scale * (image_features @ text_features.T)
+        text_scores = feature_scores(logit_scale, image_features, text_features)
     starts = np.cumsum([0, *groups[:-1]])
     # One vectorised segment sum (ImageNet has 1000 groups: no Python loop over them).
     group_scores = np.add.reduceat(text_scores, starts, axis=1) / np.asarray(groups)

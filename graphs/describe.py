@@ -4,47 +4,146 @@ The graph::
 
     START → descriptors → score → END
 
-``descriptors`` takes each class's visual descriptors from a published descriptor JSON (the
-``{class: [descriptor, ...]}`` files of the reference release) or asks the ``descriptor_writer``
-LLM role, caching the answer per (class, model identity, prompt version). ``score`` embeds the
-image once, rates it against "{class}, which (is/has) {descriptor}" for every descriptor (text
-features cached on disk) and scores each class by the mean over its descriptors; the best
-descriptors of the predicted class are its explanation. The same pass scores the plain "{class}"
-texts: the paper's baseline, reported beside the descriptor ranking.
+``descriptors`` takes each class's visual descriptors from the input's ``descriptor_table``, from
+a published descriptor JSON (setting ``descriptors``: the ``{class: [descriptor, ...]}`` files of
+the reference release) or asks the ``descriptor_writer`` LLM role, caching the answer per (class, model
+identity, prompt version). ``score`` embeds the image once, rates it against "{class}, which
+(is/has) {descriptor}" for every descriptor (text features cached on disk) and scores each class by
+the mean over its descriptors; the best descriptors of the predicted class are its explanation.
+The same pass scores the plain "{class}" texts: the paper's baseline, reported beside the
+descriptor ranking.
 
 >>> graph = build_describe_graph(config)
->>> out = graph.invoke({"image": handle, "classes": ["tabby cat", "goldfish"]})
->>> out["result"]["prediction"], out["result"]["explanation"][0]["descriptor"]
+>>> out = graph.invoke({"image": handle, "classes": ["tabby cat", "goldfish"]},
+...                    context=DescribeSettings(top_classes=1))
+>>> out["prediction"], out["explanation"][0]["descriptor"]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import operator
-import os
 import threading
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
+import numpy as np
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_config
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field
+
+from mmagents._config import Config
+from mmagents.agents import descriptor_writer
 from mmagents.errors import ConfigError
-
-if TYPE_CHECKING:
-    from mmagents._config import Config
+from mmagents.graphs._cues import (
+    class_mean_scores,
+    cue_cache,
+    role_identity,
+    single_threaded_blas,
+    text_feature_cache,
+)
+from mmagents.graphs._settings import PipelineSettings, context_of, resolve_settings
+from mmagents.models.base import feature_scores
+from mmagents.prompts import load_prompt
+from mmagents.runtime import Models, image_input
 
 __all__ = [
+    "ClassScore",
+    "DescribeInput",
+    "DescribeOutput",
+    "DescribeSettings",
     "DescribeState",
     "DescriptorClassifier",
+    "DescriptorScore",
     "build_describe_graph",
     "descriptor_sentence",
-    "eval_classify_sample",
     "load_descriptor_file",
-    "register_cli",
 ]
 
 _VERBS_AS_IS = ("has", "often", "typically", "may", "can")
+
+
+class DescribeSettings(PipelineSettings):
+    """Knobs of one run (``[graphs.describe]``, or per run: ``--set top_classes=1``)."""
+
+    section: ClassVar[str] = "graphs.describe"
+
+    descriptors: str | None = Field(
+        None,
+        description="published descriptor JSON {class: [descriptor, ...]}; unset: the LLM "
+        "writes each class's descriptors (cached per class, model and prompt version)",
+    )
+    label_space: Literal["input", "descriptors"] = Field(
+        "input",
+        description="input: rank the input's classes; descriptors: rank every class of the "
+        "descriptor file (the paper ranks among the dataset's whole label space)",
+    )
+    top_classes: int | None = Field(5, ge=1, description="classes each ranking lists (null: all)")
+    top_descriptors: int = Field(
+        3, ge=1, le=50, description="descriptors of the predicted class that explain it"
+    )
+    max_repairs: int = Field(
+        2, ge=0, le=10, description="repair attempts per LLM answer that does not validate"
+    )
+    protocol: Literal["default", "paper"] = Field(
+        "default",
+        description="paper: the reference release's texts (a '.' after every text for "
+        "dataset=imagenet, the class-name baseline's too) and, without descriptors, its "
+        "two-example descriptor prompt (graphs/_describe_paper.py, docs/reproduce.md)",
+    )
+    dataset: str | None = Field(
+        None, description="the dataset the paper protocol's text suffix depends on (imagenet)"
+    )
+
+
+class DescribeInput(BaseModel):
+    """One image and the classes to rank it among."""
+
+    image: str = image_input("the image to classify (a file, or a stored image handle)")
+    classes: list[str] | None = Field(
+        None, min_length=1, description="candidate classes (default: the descriptor file's)"
+    )
+    descriptor_table: dict[str, list[str]] | None = Field(
+        None, description="descriptors per class given with the request (instead of the file)"
+    )
+
+
+ClassScore = TypedDict("ClassScore", {"class": str, "score": float})
+
+
+class DescriptorScore(TypedDict):
+    """One descriptor of the predicted class and its score."""
+
+    descriptor: str
+    score: float
+
+
+class DescribeOutput(TypedDict, total=False):
+    """The result: both rankings (by descriptors and by plain class names) and the explanation."""
+
+    prediction: str
+    ranking: list[str]
+    scores: list[ClassScore]
+    explanation: list[DescriptorScore]
+    prediction_baseline: str
+    ranking_baseline: list[str]
+    scores_baseline: list[ClassScore]
+    descriptor_source: str
+    scorer: str
+    llm_calls: Annotated[int, operator.add]
+
+
+class DescribeState(DescribeOutput, total=False):
+    """The output's keys, the input, and the descriptors the ``descriptors`` node settled on."""
+
+    image: str
+    classes: list[str] | None
+    descriptor_table: dict[str, list[str]] | None
+    descriptors: dict[str, list[str]]
 
 
 def descriptor_sentence(class_name: str, descriptor: str) -> str:
@@ -71,41 +170,17 @@ def load_descriptor_file(path: str | Path) -> dict[str, list[str]]:
     """
     file = Path(path).expanduser()
     try:
-        stat = file.stat()
+        data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"descriptor file not found: {file}") from None
-    return dict(_load_descriptor_file(str(file.resolve()), stat.st_mtime_ns))
-
-
-@lru_cache(maxsize=8)
-def _load_descriptor_file(path: str, _mtime: int) -> dict[str, list[str]]:
-    # Cached per (path, mtime): an eval run loads the 1000-class file once, not per sample.
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"descriptor file {path} is not valid JSON: {exc}") from None
+        raise ConfigError(f"descriptor file {file} is not valid JSON: {exc}") from None
     ok = isinstance(data, dict) and all(
         isinstance(v, list) and all(isinstance(d, str) for d in v) for v in data.values()
     )
     if not ok:
-        raise ConfigError(f"descriptor file {path} must map class names to lists of strings")
+        raise ConfigError(f"descriptor file {file} must map class names to lists of strings")
     return {str(k): [d.strip() for d in v if d.strip()] for k, v in data.items()}
-
-
-class DescribeState(TypedDict, total=False):
-    """Graph state: inputs (``image`` handle, ``classes``), then what the nodes add."""
-
-    image: str
-    classes: list[str]
-    descriptors: dict[str, list[str]]
-    descriptor_source: str
-    llm_calls: Annotated[int, operator.add]
-    result: dict[str, Any]
-
-
-#: The protocols: ``default`` (ours) and ``paper`` (the reference release's texts, see
-#: graphs/_describe_paper.py and docs/reproduce.md).
-PROTOCOLS = ("default", "paper")
 
 
 def _texts_of(
@@ -130,84 +205,84 @@ def _texts_of(
     ]
 
 
-class _Describer:
-    """The graph's nodes, bound to their models and caches."""
+class _Nodes:
+    """The graph's nodes over one runtime; settings are read per run.
 
-    def __init__(
-        self,
-        config: Config,
-        llm: Any,
-        scorer: Any,
-        table: Mapping[str, list[str]] | None,
-        source: str,
-        top_descriptors: int,
-        top_classes: int | None,
-        protocol: str = "default",
-        suffix: str = "",
-    ) -> None:
-        from mmagents.graphs._cues import cue_cache, role_identity, text_feature_cache
+    What they keep lives as long as the compiled graph (one eval run, one CLI call): the parsed
+    descriptor files, the classifiers of the label spaces seen (text features fetched once), and
+    the on-disk caches of written descriptors and text features.
+    """
 
-        self.protocol, self.suffix = protocol, suffix
-        self.config = config
-        self._llm = llm
-        self._scorer = scorer
-        self.table = table
-        self.source = source
-        self.top_descriptors = top_descriptors
-        self.top_classes = top_classes
+    def __init__(self, models: Models, default: DescribeSettings, config: Config) -> None:
+        self.models = models
+        self.default = default
         self.cache = cue_cache(config)
         self.features = text_feature_cache(config)
         self.scorer_id = role_identity(config, "scorer")
         self.llm_id = role_identity(config, "llm")
+        self._files: dict[tuple[str, int], dict[str, list[str]]] = {}
         self._classifiers: dict[str, DescriptorClassifier] = {}
         self._lock = threading.Lock()
 
-    @property
-    def llm(self) -> Any:
-        if self._llm is None:
-            from mmagents.models import load_role
+    def _file(self, path: str) -> dict[str, list[str]]:
+        """A descriptor file, parsed once per (path, mtime): an eval run reads 1000 classes once."""
+        file = Path(path).expanduser()
+        try:
+            key = (str(file.resolve()), file.stat().st_mtime_ns)
+        except FileNotFoundError:
+            raise ConfigError(f"descriptor file not found: {file}") from None
+        with self._lock:
+            if key not in self._files:
+                self._files[key] = load_descriptor_file(file)
+            return self._files[key]
 
-            self._llm = load_role("llm", self.config)
-        return self._llm
-
-    @property
-    def scorer(self) -> Any:
-        if self._scorer is None:
-            from mmagents.models import load_role
-
-            self._scorer = load_role("scorer", self.config)
-        return self._scorer
-
-    # -- nodes ---------------------------------------------------------------------------------
-
-    def descriptors(self, state: DescribeState) -> dict[str, Any]:
-        """Descriptors of every class: from the table, else written (and cached) by the LLM."""
-        classes = state["classes"]
-        if self.table is not None:
-            missing = [c for c in classes if c not in self.table]
+    def descriptors(
+        self, state: DescribeState, runtime: Runtime[DescribeSettings]
+    ) -> dict[str, Any]:
+        """The label space and its descriptors: given, from the file, else written by the LLM."""
+        s = context_of(runtime, self.default)
+        table: Mapping[str, list[str]] | None = state.get("descriptor_table")
+        source = "input"
+        if table is None and s.descriptors:
+            table, source = self._file(s.descriptors), f"file:{s.descriptors}"
+        classes = state.get("classes")
+        if table is not None and (not classes or s.label_space == "descriptors"):
+            classes = list(table)
+        if not classes:
+            raise ConfigError(
+                "describe needs classes: give --classes, or a descriptor file "
+                "(--set descriptors=FILE)"
+            )
+        if table is not None:
+            missing = [c for c in classes if c not in table]
             if missing:
                 raise ConfigError(
-                    f"{len(missing)} class(es) have no descriptors in {self.source}: "
+                    f"{len(missing)} class(es) have no descriptors in {source}: "
                     f"{', '.join(missing[:10])}"
                 )
             return {
-                "descriptors": {c: list(self.table[c]) for c in classes},
-                "descriptor_source": self.source,
+                "classes": classes,
+                "descriptors": {c: list(table[c]) for c in classes},
+                "descriptor_source": source,
                 "llm_calls": 0,
             }
         calls = 0
-        out: dict[str, list[str]] = {}
+        written: dict[str, list[str]] = {}
         for name in classes:
-            out[name], made = self._written(name)
+            if s.protocol == "paper":
+                written[name], made = self._written_paper(name)
+            else:
+                written[name], made = self._written(name, s.max_repairs)
             calls += made
-        return {"descriptors": out, "descriptor_source": "llm", "llm_calls": calls}
+        return {
+            "classes": classes,
+            "descriptors": written,
+            "descriptor_source": "llm",
+            "llm_calls": calls,
+        }
 
-    def _written(self, class_name: str) -> tuple[list[str], int]:
+    def _written(self, class_name: str, max_repairs: int) -> tuple[list[str], int]:
         """(descriptors, LLM calls made) for one class, through the on-disk cue cache."""
-        if self.protocol == "paper":
-            return self._written_paper(class_name)
-        from mmagents.agents import descriptor_writer
-
         key = {
             "class": class_name,
             "model": self.llm_id,
@@ -217,8 +292,10 @@ class _Describer:
 
         def write() -> list[str]:
             nonlocal attempts
-            writer = descriptor_writer.build_descriptor_writer(self.llm)
-            answer = writer.invoke({"class_name": class_name})
+            writer = descriptor_writer.build_descriptor_writer(
+                self.models.llm, max_repairs=max_repairs
+            )
+            answer = writer.invoke({"class_name": class_name}, get_config())
             attempts = answer.attempts
             return list(answer.value.visual_features)
 
@@ -232,7 +309,6 @@ class _Describer:
             descriptor_prompt,
             parse_descriptors,
         )
-        from mmagents.prompts import load_prompt
 
         key = {
             "class": class_name,
@@ -245,7 +321,7 @@ class _Describer:
         def write() -> list[str]:
             nonlocal calls
             calls = 1
-            reply = self.llm.invoke(descriptor_prompt(class_name))
+            reply = self.models.llm.invoke(descriptor_prompt(class_name), get_config())
             # The prompt ends inside the answer list ("-\n"): a reply that continues the list
             # without a leading "- " on its first line still counts, as "- " + that line.
             return parse_descriptors("- " + str(reply.content).lstrip("- "))
@@ -253,36 +329,40 @@ class _Describer:
         value, _created = self.cache.get_or_create("descriptors", key, write)
         return list(value), calls
 
-    def score(self, state: DescribeState) -> dict[str, Any]:
+    def score(self, state: DescribeState, runtime: Runtime[DescribeSettings]) -> dict[str, Any]:
         """Score every class by its descriptors (and by its plain name, the baseline)."""
-        from mmagents.images import default_store
-
-        classifier = self.classifier(state["classes"], state["descriptors"])
-        image = default_store(self.config).get(state["image"])
-        (result,) = classifier.classify([image], top_k=self.top_classes)
-        result["descriptor_source"] = state.get("descriptor_source", "llm")
-        result["scorer"] = self.scorer_id
-        return {"result": result}
+        s = context_of(runtime, self.default)
+        classes, descriptors = state["classes"] or [], state["descriptors"]
+        classifier = self.classifier(classes, descriptors, s)
+        image = self.models.store.resolve(state["image"])
+        (result,) = classifier.classify([image], top_k=s.top_classes)
+        return {**result, "scorer": self.scorer_id}
 
     def classifier(
-        self, classes: Sequence[str], descriptors: Mapping[str, list[str]]
+        self, classes: Sequence[str], descriptors: Mapping[str, list[str]], s: DescribeSettings
     ) -> DescriptorClassifier:
         """The classifier of this label space, reused across samples (one per class set)."""
-        key = json.dumps([list(classes), [descriptors.get(c, []) for c in classes], self.protocol])
+        # Imported here: _describe_paper builds on descriptor_sentence from this module.
+        from mmagents.graphs._describe_paper import suffix_for
+
+        suffix = suffix_for(s.dataset) if s.protocol == "paper" else ""
+        texts = [descriptors.get(c, []) for c in classes]
+        key = json.dumps([list(classes), texts, s.top_descriptors, s.protocol, suffix])
         with self._lock:
             if key not in self._classifiers:
                 if len(self._classifiers) >= 8:
                     self._classifiers.pop(next(iter(self._classifiers)))
+                scorer = self.models.scorer
                 self._classifiers[key] = DescriptorClassifier(
-                    self.scorer,
+                    scorer,
                     classes,
                     descriptors,
                     text_features=lambda texts: self.features.features(
-                        self.scorer, self.scorer_id, texts
+                        scorer, self.scorer_id, texts
                     ),
-                    top_descriptors=self.top_descriptors,
-                    protocol=self.protocol,
-                    suffix=self.suffix,
+                    top_descriptors=s.top_descriptors,
+                    protocol=s.protocol,
+                    suffix=suffix,
                 )
             return self._classifiers[key]
 
@@ -315,8 +395,6 @@ class DescriptorClassifier:
         protocol: str = "default",
         suffix: str = "",
     ) -> None:
-        import numpy as np
-
         if not classes:
             raise ConfigError("classification needs at least one class")
         self.scorer = scorer
@@ -337,43 +415,39 @@ class DescriptorClassifier:
         self.starts = np.cumsum([0, *self.sizes[:-1]])
         self.top_descriptors = top_descriptors
 
-    def classify(self, images: Sequence[Any], *, top_k: int | None = None) -> list[dict[str, Any]]:
-        """One result per image: ``prediction``, ranked ``scores``, ``explanation``, ``baseline``.
+    def classify(self, images: Sequence[Any], *, top_k: int | None = None) -> list[DescribeOutput]:
+        """One result per image: the :class:`DescribeOutput` fields of both rankings.
 
         Args:
             images: The batch (embedded in one ``embed_images`` call).
             top_k: How many classes each ranking lists (default: all).
         """
-        import numpy as np
-
-        from mmagents.graphs._cues import class_mean_scores, single_threaded_blas
-
         image_features = np.asarray(self.scorer.embed_images(list(images)), dtype=np.float32)
         scale = float(self.scorer.logit_scale)
         class_scores, text_scores = class_mean_scores(
             image_features, self.descriptor_features, self.sizes, scale
         )
         with single_threaded_blas():
-            baseline = scale * (image_features @ self.name_features.T)
+            baseline = feature_scores(scale, image_features, self.name_features)
         keep = len(self.classes) if top_k is None else max(1, min(top_k, len(self.classes)))
         order, base_order = _top(class_scores, keep), _top(baseline, keep)
         return [
             {
                 "prediction": self.classes[order[i, 0]],
+                "ranking": [self.classes[j] for j in order[i]],
                 "scores": self._ranking(order[i], class_scores[i]),
                 "explanation": self._explanation(int(order[i, 0]), text_scores[i]),
-                "baseline": {
-                    "prediction": self.classes[base_order[i, 0]],
-                    "scores": self._ranking(base_order[i], baseline[i]),
-                },
+                "prediction_baseline": self.classes[base_order[i, 0]],
+                "ranking_baseline": [self.classes[j] for j in base_order[i]],
+                "scores_baseline": self._ranking(base_order[i], baseline[i]),
             }
             for i in range(len(images))
         ]
 
-    def _ranking(self, order: Any, scores: Any) -> list[dict[str, Any]]:
+    def _ranking(self, order: Any, scores: Any) -> list[ClassScore]:
         return [{"class": self.classes[j], "score": round(float(scores[j]), 4)} for j in order]
 
-    def _explanation(self, best: int, text_scores: Any) -> list[dict[str, Any]]:
+    def _explanation(self, best: int, text_scores: Any) -> list[DescriptorScore]:
         """The predicted class's descriptors, best first (its "because it shows")."""
         start = self.starts[best]
         own = text_scores[start : start + self.sizes[best]]
@@ -385,8 +459,6 @@ class DescriptorClassifier:
 
 def _top(scores: Any, k: int) -> Any:
     """Indices of the ``k`` best columns of each row, best first (ties keep column order)."""
-    import numpy as np
-
     if k < scores.shape[1]:
         candidates = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
     else:
@@ -395,193 +467,39 @@ def _top(scores: Any, k: int) -> Any:
     return np.take_along_axis(candidates, ranked, axis=1)
 
 
-def _table_of(descriptors: Mapping[str, list[str]] | str | Path | None) -> tuple[Any, str]:
-    if descriptors is None:
-        return None, "llm"
-    if isinstance(descriptors, Mapping):
-        return descriptors, "table"
-    return load_descriptor_file(descriptors), f"file:{descriptors}"
-
-
 def build_describe_graph(
-    config: Config,
+    config: Config | None = None,
     *,
-    llm: Any = None,
-    scorer: Any = None,
-    descriptors: Mapping[str, list[str]] | str | Path | None = None,
-    top_descriptors: int = 3,
-    top_classes: int | None = None,
-    protocol: str = "default",
-    dataset: str | None = None,
-) -> Any:
-    """Compile the classification-by-description graph.
+    models: Models | None = None,
+    settings: DescribeSettings | None = None,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[DescribeState, DescribeSettings, DescribeInput, DescribeOutput]:
+    """Compile the classification-by-description graph (no model loads until a node needs it).
 
     Args:
-        config: The resolved configuration (models, cache folder, image limits).
-        llm: Chat model for the descriptor writer (default: the ``llm`` role, loaded on first use).
-        scorer: Image–text scorer (default: the ``scorer`` role).
-        descriptors: A published descriptor table, or the path of its JSON file; ``None`` asks the
-            LLM for each class (cached per class, model and prompt version).
-        top_descriptors: How many of the predicted class's descriptors explain the prediction.
-        top_classes: How many classes the rankings list (default: all).
-        protocol: ``default``, or ``paper``: the reference release's texts (a "." after every
-            text for ``dataset="imagenet"``, the class-name baseline included) and, without a
-            descriptor table, its two-example descriptor prompt.
-        dataset: The dataset name the ``paper`` protocol's text suffix depends on.
+        config: The configuration (roles, cache folder, ``[graphs.describe]``); default: the
+            models' config, else :func:`~mmagents.load_config`.
+        models: The runtime: ``llm`` (descriptor writer), ``scorer`` and the image store
+            (default: ``Models(config)``).
+        settings: The settings used when a run passes no ``context`` (default: from the config).
+        checkpointer: A LangGraph checkpointer (runs then need a ``thread_id``).
 
-    Returns:
-        A compiled LangGraph graph over :class:`DescribeState`; its ``result`` holds
-        ``prediction``, ``scores``, ``explanation``, ``baseline`` and ``descriptor_source``.
+    Raises:
+        ConfigError: an invalid ``[graphs.describe]`` section.
     """
-    from langgraph.graph import END, START, StateGraph
-
-    from mmagents.graphs._describe_paper import suffix_for
-
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"describe: protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    table, source = _table_of(descriptors)
-    suffix = suffix_for(dataset) if protocol == "paper" else ""
-    nodes = _Describer(
-        config, llm, scorer, table, source, top_descriptors, top_classes, protocol, suffix
+    models = models or Models(config)
+    config = config or models.config
+    default = settings or resolve_settings(DescribeSettings, config)
+    nodes = _Nodes(models, default, config)
+    graph = StateGraph(
+        DescribeState,
+        context_schema=DescribeSettings,
+        input_schema=DescribeInput,
+        output_schema=DescribeOutput,
     )
-    graph = StateGraph(DescribeState)
     graph.add_node("descriptors", nodes.descriptors)
     graph.add_node("score", nodes.score)
     graph.add_edge(START, "descriptors")
     graph.add_edge("descriptors", "score")
     graph.add_edge("score", END)
-    return graph.compile()
-
-
-# -- evaluation --------------------------------------------------------------------------------
-
-_GRAPHS: dict[tuple[str, str, int, str, str], Any] = {}
-_GRAPHS_LOCK = threading.Lock()
-
-
-def _cached_graph(
-    config: Config,
-    descriptors: str | None,
-    top_k: int,
-    protocol: str = "default",
-    dataset: str = "",
-) -> Any:
-    """One compiled graph per (config, descriptor file, top k, protocol) for a whole eval run."""
-    key = (repr(config), str(descriptors), top_k, protocol, dataset)
-    with _GRAPHS_LOCK:
-        if key not in _GRAPHS:
-            _GRAPHS[key] = build_describe_graph(
-                config,
-                descriptors=descriptors,
-                top_classes=top_k,
-                protocol=protocol,
-                dataset=dataset or None,
-            )
-        return _GRAPHS[key]
-
-
-def _class_list(value: Any) -> list[str]:
-    """Classes from a list, a comma-separated string, or a file (JSON list/table or one per line)."""
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    text = str(value)
-    if os.path.isfile(text):
-        body = Path(text).read_text(encoding="utf-8")
-        if text.endswith(".json"):
-            data = json.loads(body)
-            return [str(k) for k in (data.keys() if isinstance(data, dict) else data)]
-        return [line.strip() for line in body.splitlines() if line.strip()]
-    return [c.strip() for c in text.split(",") if c.strip()]
-
-
-def eval_classify_sample(sample: dict[str, Any], config: Config, **options: Any) -> dict[str, Any]:
-    """Harness runner of the ``classify`` task: one image, ranked with and without descriptors.
-
-    The label space is, first found: ``options["classes"]``; all classes of the descriptor file
-    (``options["descriptors"]``: the paper ranks among the dataset's whole label space, e.g. the
-    1000 ImageNet classes); ``sample["classes"]`` (the harness attaches the data's label set).
-
-    Args:
-        sample: ``image`` (path or handle) and optionally ``classes``.
-        config: The run's configuration.
-        **options: ``classes`` (list, comma-separated string or file), ``descriptors`` (a
-            descriptor JSON file; default: LLM-written), ``top_k`` (default 5), ``protocol``
-            (``default`` / ``paper``) and ``dataset`` (``imagenet`` gives the paper's ".").
-
-    Returns:
-        ``prediction`` and ``ranking`` (the ``top_k`` best classes by descriptors),
-        ``prediction_baseline`` and ``ranking_baseline`` (by plain class names, the paper's
-        comparison), ``explanation`` (the prediction's best descriptors) and ``llm_calls``.
-
-    Raises:
-        ConfigError: no label space, or a class without descriptors in the file.
-    """
-    from mmagents.images import default_store
-
-    if options.get("classes"):
-        classes = _class_list(options["classes"])
-    elif options.get("descriptors"):
-        classes = list(load_descriptor_file(options["descriptors"]))
-    else:
-        classes = _class_list(sample.get("classes") or [])
-    if not classes:
-        raise ConfigError(
-            "classify needs classes: --set classes=..., descriptors=FILE or data labels"
-        )
-    top_k = int(options.get("top_k", 5))
-    graph = _cached_graph(
-        config,
-        options.get("descriptors"),
-        top_k,
-        str(options.get("protocol", "default")),
-        str(options.get("dataset") or ""),
-    )
-    handle = default_store(config).put(sample["image"])
-    out = graph.invoke({"image": handle, "classes": classes})
-    result = out["result"]
-    return {
-        "prediction": result["prediction"],
-        "ranking": [s["class"] for s in result["scores"]],
-        "prediction_baseline": result["baseline"]["prediction"],
-        "ranking_baseline": [s["class"] for s in result["baseline"]["scores"]],
-        "explanation": [e["descriptor"] for e in result["explanation"]],
-        "llm_calls": out.get("llm_calls", 0),
-    }
-
-
-# -- command line ------------------------------------------------------------------------------
-
-
-def register_cli(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """``mmagents run describe --image PATH --classes a b c [--descriptors FILE] [--json]``."""
-    parser.add_argument("--image", required=True, help="image file (or a stored image handle)")
-    parser.add_argument("--classes", nargs="+", required=True, metavar="CLASS")
-    parser.add_argument(
-        "--descriptors", metavar="FILE", help="descriptor JSON {class: [descriptor, ...]}"
-    )
-    parser.add_argument("--top", type=int, default=5, help="classes to show (default 5)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.set_defaults(func=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    from mmagents.cli import config_from_args
-    from mmagents.images import default_store
-
-    config = config_from_args(args)
-    graph = build_describe_graph(config, descriptors=args.descriptors, top_classes=args.top)
-    handle = default_store(config).put(args.image)
-    out = graph.invoke({"image": handle, "classes": list(args.classes)})
-    result = {**out["result"], "image": handle, "llm_calls": out.get("llm_calls", 0)}
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(
-        f"prediction: {result['prediction']}  (plain class names: {result['baseline']['prediction']})"
-    )
-    for entry in result["scores"]:
-        print(f"  {entry['score']:9.3f}  {entry['class']}")
-    print("because it shows:")
-    for entry in result["explanation"]:
-        print(f"  {entry['score']:9.3f}  {entry['descriptor']}")
-    return 0
+    return graph.compile(checkpointer=checkpointer, name="describe")

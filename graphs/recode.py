@@ -27,120 +27,175 @@ The graph::
 Spatial evidence: ``spatial = "image"`` scores the drawn-boxes image with the scorer (the paper);
 ``"geometric"`` uses :class:`~._spatial.GeometricSpatialScorer` (box geometry → canonical phrases →
 ``embed``-role similarity). ``"auto"`` (default) picks geometric for scorers that cannot read drawn
-boxes (the offline ``label_space``), image otherwise. Options live in ``[graphs.recode]``.
+boxes (the offline ``label_space``), image otherwise. Settings (:class:`RecodeSettings`) come from
+``[graphs.recode]`` and may change per run through the runtime context.
+
+>>> graph = build_recode_graph(config)
+>>> out = graph.invoke({"image": handle, "subject": {"category": "cat", "box": [30, 20, 300, 200]},
+...                     "object": {"category": "sofa", "box": [0, 150, 451, 300]},
+...                     "predicates": ["on", "near"]}, context=RecodeSettings(filter="none"))
+>>> out["prediction"], out["ranked"]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import operator
 import re
-import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
+import numpy as np
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_config
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from mmagents._config import Config
+from mmagents.agents import cue_writer
 from mmagents.errors import ConfigError
-
-if TYPE_CHECKING:
-    from mmagents._config import Config
+from mmagents.graphs._cues import crop, cue_cache, role_identity, text_feature_cache
+from mmagents.graphs._relation_vocab import cue_group, implausible_reason, super_category
+from mmagents.graphs._settings import PipelineSettings, context_of, resolve_settings
+from mmagents.graphs._spatial import GeometricSpatialScorer, draw_spatial_image, validate_box
+from mmagents.models.base import feature_scores
+from mmagents.runtime import Models, image_input
 
 __all__ = [
-    "RecodeOptions",
+    "Entity",
+    "RecodeInput",
+    "RecodeOutput",
+    "RecodeSettings",
     "RecodeState",
     "build_recode_graph",
-    "eval_relations_sample",
-    "register_cli",
+    "object_text",
+    "spatial_text",
+    "subject_text",
 ]
 
 #: Scorers that see image content only (not drawn boxes): spatial cues go to the geometric scorer.
 BOX_BLIND_SCORERS = frozenset({"label_space"})
 
 
-@dataclass(frozen=True)
-class RecodeOptions:
-    """Tunable parts of the pipeline (``[graphs.recode]`` in the config, or keyword overrides).
+class RecodeSettings(PipelineSettings):
+    """Knobs of one run (``[graphs.recode]``, or per run: ``--set spatial=geometric``)."""
 
-    Attributes:
-        spatial: ``auto``, ``image`` (drawn boxes through the scorer) or ``geometric``.
-        filter: Implausible-pair filter: ``rules`` (table), ``llm`` (cue writer's judgement),
-            ``both`` or ``none``.
-        weights: ``llm`` (the cue writer's weights) or ``equal`` (1/3 each, the paper's ablation).
-        triplet_weight: λ, weight of the plain "subject predicate object" score.
-        spatial_factor: The paper's extra factor on the spatial term (0.6).
-        n_cues: Cues asked for per kind.
-        categories: Cue-cache granularity: ``fine`` (the handmade super-categories, unknown
-            categories as themselves) or ``paper`` (RECODE's human / animal / product).
-        geometric_scale: Scale of the geometric spatial score (CLIP's logit scale by default).
+    section: ClassVar[str] = "graphs.recode"
+
+    spatial: Literal["auto", "image", "geometric"] = Field(
+        "auto",
+        description="spatial evidence: image (drawn boxes through the scorer, the paper), "
+        "geometric (box geometry), auto (geometric for scorers blind to drawn boxes)",
+    )
+    filter: Literal["rules", "llm", "both", "none"] = Field(
+        "rules", description="implausible-pair filter: rule table, the cue writer's judgement"
+    )
+    weights: Literal["llm", "equal"] = Field(
+        "llm", description="cue weights: the cue writer's, or 1/3 each (the paper's ablation)"
+    )
+    triplet_weight: float = Field(1.0, ge=0.0, description="λ: weight of the triplet score")
+    spatial_factor: float = Field(
+        0.6, ge=0.0, description="the paper's extra factor on the spatial term"
+    )
+    n_cues: int = Field(3, ge=1, le=cue_writer.MAX_CUES, description="cues asked for per kind")
+    categories: Literal["fine", "paper"] = Field(
+        "fine",
+        description="cue-cache granularity: handmade super-categories, or RECODE's "
+        "human / animal / product",
+    )
+    geometric_scale: float = Field(
+        100.0, gt=0.0, description="scale of the geometric spatial score (CLIP's logit scale)"
+    )
+    predicates: list[str] | None = Field(
+        None, description="candidate predicates when the input names none"
+    )
+    max_repairs: int = Field(
+        2, ge=0, le=10, description="repair attempts per LLM answer that does not validate"
+    )
+
+
+class Entity(BaseModel):
+    """A subject or object: its category and box ``[x1, y1, x2, y2]`` in pixels.
+
+    Also read: ``name`` for ``category``, ``bbox`` for ``box``, Visual Genome's ``x, y, w, h``,
+    and the list form ``[category, x1, y1, x2, y2]``.
     """
 
-    spatial: str = "auto"
-    filter: str = "rules"
-    weights: str = "llm"
-    triplet_weight: float = 1.0
-    spatial_factor: float = 0.6
-    n_cues: int = 3
-    categories: str = "fine"
-    geometric_scale: float = 100.0
+    category: str = Field(min_length=1, description="category name (cat, sofa)")
+    box: list[float] = Field(description="[x1, y1, x2, y2] in pixels")
 
-    _CHOICES = {  # noqa: RUF012 (class constant, not a field)
-        "spatial": ("auto", "image", "geometric"),
-        "filter": ("rules", "llm", "both", "none"),
-        "weights": ("llm", "equal"),
-        "categories": ("fine", "paper"),
-    }
-
+    @model_validator(mode="before")
     @classmethod
-    def from_config(cls, config: Config, **overrides: Any) -> RecodeOptions:
-        """Options from ``[graphs.recode]`` with ``overrides`` on top (unknown keys ignored).
+    def _aliases(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) == 5:
+            return {"category": value[0], "box": list(value[1:])}
+        if not isinstance(value, Mapping):
+            return value
+        out = {k: v for k, v in value.items() if k in ("category", "box")}
+        out.setdefault("category", value.get("name"))
+        box = value.get("box") or value.get("bbox")
+        if box is None and all(k in value for k in ("x", "y", "w", "h")):
+            box = [value["x"], value["y"], value["x"] + value["w"], value["y"] + value["h"]]
+        out["box"] = box
+        return out
 
-        Raises:
-            ConfigError: a value is not one of the allowed choices or not a number.
-        """
-        names = {f.name: f.type for f in fields(cls)}
-        raw = {**dict(config.section("graphs.recode")), **overrides}
-        values: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key not in names or value is None:
-                continue
-            default = getattr(cls, key)
-            try:
-                values[key] = type(default)(value)
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    f"[graphs.recode] {key} must be a number, got {value!r}"
-                ) from None
-        options = replace(cls(), **values)
-        for key, allowed in cls._CHOICES.items():
-            if getattr(options, key) not in allowed:
-                raise ConfigError(f"[graphs.recode] {key} must be one of {allowed}")
-        return options
+    @field_validator("box", mode="before")
+    @classmethod
+    def _box(cls, value: Any) -> list[float]:
+        return validate_box(value, "the")
+
+
+class RecodeInput(BaseModel):
+    """One subject–object pair in one image, and the predicates to rank."""
+
+    image: str = image_input("the image (a file, or a stored image handle)")
+    subject: Entity = Field(description='{"category": ..., "box": [x1, y1, x2, y2]}')
+    object: Entity = Field(description='{"category": ..., "box": [x1, y1, x2, y2]}')
+    predicates: list[str] | None = Field(
+        None, description="candidate predicates (default: the predicates setting)"
+    )
+
+
+class Filtered(TypedDict):
+    """A candidate dropped as implausible, and why."""
+
+    predicate: str
+    reason: str
+
+
+class RecodeOutput(TypedDict, total=False):
+    """The result: scored predicates with their evidence, best first, and the filtered ones."""
+
+    prediction: str | None
+    ranked: list[str]
+    ranking: list[dict[str, Any]]
+    filtered: Annotated[list[Filtered], operator.add]
+    subject: dict[str, Any]
+    object: dict[str, Any]
+    spatial_mode: str
+    scorer: str
+    llm_calls: Annotated[int, operator.add]
 
 
 def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
     return {**left, **right}
 
 
-class RecodeState(TypedDict, total=False):
-    """Graph state.
+class RecodeState(RecodeOutput, total=False):
+    """The output's keys, the input, and the working fields.
 
-    Inputs: ``image`` (handle), ``subject`` / ``object`` (``{"category": str, "box": [x1, y1, x2,
-    y2]}``), ``predicates`` (candidates). ``prepare`` adds super-categories, ``to_score`` (the
-    predicates that passed the filter), the cached ``cues`` and ``to_write`` (the cache misses);
-    the cue branches merge into ``cues``; ``score`` writes ``result``.
+    ``prepare`` adds super-categories to ``subject`` / ``object``, ``to_score`` (the predicates
+    that passed the filter), the cached ``cues`` and ``to_write`` (the cache misses); the cue
+    branches merge into ``cues``.
     """
 
     image: str
-    subject: dict[str, Any]
-    object: dict[str, Any]
-    predicates: list[str]
+    predicates: list[str] | None
     to_score: list[str]
     to_write: list[str]
-    filtered: Annotated[list[dict[str, str]], operator.add]
     cues: Annotated[dict[str, dict[str, Any]], _merge]
-    llm_calls: Annotated[int, operator.add]
-    result: dict[str, Any]
 
 
 class CueTask(TypedDict):
@@ -149,6 +204,8 @@ class CueTask(TypedDict):
     predicate: str
     subject_group: str
     object_group: str
+    n_cues: int
+    max_repairs: int
 
 
 # -- cue texts (the paper's rewriting) -----------------------------------------------------------
@@ -197,59 +254,54 @@ def _weights(cues: Mapping[str, Any], mode: str) -> tuple[float, float, float]:
 # -- nodes ---------------------------------------------------------------------------------------
 
 
+def _entity(value: Any, role: str) -> dict[str, Any]:
+    try:
+        return Entity.model_validate(value).model_dump()
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"] for e in exc.errors())
+        raise ConfigError(f"invalid {role}: {problems}") from None
+
+
 class _Recoder:
-    """The graph's nodes, bound to their models, caches and options."""
+    """The graph's nodes over one runtime; settings are read per run."""
 
-    def __init__(
-        self, config: Config, options: RecodeOptions, llm: Any, scorer: Any, embedder: Any
-    ) -> None:
-        from mmagents.graphs._cues import cue_cache, role_identity, text_feature_cache
-
-        self.config = config
-        self.options = options
-        self._models = {"llm": llm, "scorer": scorer, "embed": embedder}
+    def __init__(self, models: Models, default: RecodeSettings, config: Config) -> None:
+        self.models = models
+        self.default = default
         self.cache = cue_cache(config)
         self.features = text_feature_cache(config)
         self.ids = {role: role_identity(config, role) for role in ("llm", "scorer", "embed")}
-        self.spatial_mode = options.spatial
-        if self.spatial_mode == "auto":
-            blind = config.role("scorer").backend in BOX_BLIND_SCORERS
-            self.spatial_mode = "geometric" if blind else "image"
+        self.box_blind = config.role("scorer").backend in BOX_BLIND_SCORERS
 
-    def model(self, role: str) -> Any:
-        """The backend of ``role`` (injected, else loaded from the config on first use)."""
-        if self._models[role] is None:
-            from mmagents.models import load_role
+    def settings(self, runtime: Runtime[RecodeSettings]) -> RecodeSettings:
+        return context_of(runtime, self.default)
 
-            self._models[role] = load_role(role, self.config)
-        return self._models[role]
+    def spatial_mode(self, s: RecodeSettings) -> str:
+        if s.spatial == "auto":
+            return "geometric" if self.box_blind else "image"
+        return s.spatial
 
-    def prepare(self, state: RecodeState) -> dict[str, Any]:
+    def prepare(self, state: RecodeState, runtime: Runtime[RecodeSettings]) -> dict[str, Any]:
         """Validate the input, drop rule-implausible predicates, look the rest up in the cache."""
-        from mmagents.graphs._relation_vocab import cue_group, implausible_reason, super_category
-        from mmagents.graphs._spatial import validate_box
-
+        s = self.settings(runtime)
         entities = {}
         for role in ("subject", "object"):
-            entity = dict(state[role])  # type: ignore[literal-required]
-            category = str(entity.get("category") or entity.get("name") or "").strip()
-            if not category:
-                raise ConfigError(f"the {role} needs a category")
-            box = validate_box(entity.get("box"), role)
-            group = super_category(category)
-            entities[role] = {
-                "category": category,
-                "box": box,
-                "super": group,
-                "cue_group": cue_group(group, self.options.categories),
-            }
-        predicates = list(dict.fromkeys(p.strip() for p in state["predicates"] if p.strip()))
+            entity = _entity(state.get(role), role)
+            group = super_category(entity["category"])
+            entity.update(super=group, cue_group=cue_group(group, s.categories))
+            entities[role] = entity
+        given = state.get("predicates") or s.predicates or []
+        predicates = list(dict.fromkeys(p.strip() for p in given if p.strip()))
         if not predicates:
-            raise ConfigError("recode needs at least one candidate predicate")
-        to_score, filtered = [], []
+            raise ConfigError(
+                "recode needs at least one candidate predicate (--predicates, or "
+                "--set predicates=[...])"
+            )
+        to_score: list[str] = []
+        filtered: list[Filtered] = []
         for predicate in predicates:
             reason = None
-            if self.options.filter in ("rules", "both"):
+            if s.filter in ("rules", "both"):
                 reason = implausible_reason(
                     predicate, entities["subject"]["super"], entities["object"]["super"]
                 )
@@ -259,7 +311,10 @@ class _Recoder:
                 to_score.append(predicate)
         groups = (entities["subject"]["cue_group"], entities["object"]["cue_group"])
         # Cached cues are read here, so a warm run does not fan out at all.
-        cached = {p: self.cache.get("relation_cues", self._cue_key(p, *groups)) for p in to_score}
+        cached = {
+            p: self.cache.get("relation_cues", self._cue_key(p, *groups, s.n_cues))
+            for p in to_score
+        }
         return {
             **entities,
             "predicates": predicates,
@@ -269,99 +324,105 @@ class _Recoder:
             "filtered": filtered,
         }
 
-    def _cue_key(self, predicate: str, subject_group: str, object_group: str) -> dict[str, Any]:
-        from mmagents.agents import cue_writer
-
+    def _cue_key(
+        self, predicate: str, subject_group: str, object_group: str, n_cues: int
+    ) -> dict[str, Any]:
         return {
             "predicate": predicate,
             "subject": subject_group,
             "object": object_group,
             "model": self.ids["llm"],
             "prompt_version": cue_writer.prompt_version(),
-            "n_cues": self.options.n_cues,
+            "n_cues": n_cues,
         }
 
-    def route(self, state: RecodeState) -> Any:
+    def route(self, state: RecodeState, runtime: Runtime[RecodeSettings]) -> Any:
         """One ``write_cues`` branch per predicate whose cues are not cached (else to score)."""
-        from langgraph.types import Send
-
+        s = self.settings(runtime)
         subject, object_ = state["subject"]["cue_group"], state["object"]["cue_group"]
         sends = [
-            Send("write_cues", CueTask(predicate=p, subject_group=subject, object_group=object_))
+            Send(
+                "write_cues",
+                CueTask(
+                    predicate=p,
+                    subject_group=subject,
+                    object_group=object_,
+                    n_cues=s.n_cues,
+                    max_repairs=s.max_repairs,
+                ),
+            )
             for p in state["to_write"]
         ]
         return sends or "score"
 
     def write_cues(self, state: CueTask) -> dict[str, Any]:
         """The cues of one predicate, from the on-disk cache or one structured LLM call."""
-        from mmagents.agents import cue_writer
-
-        key = self._cue_key(state["predicate"], state["subject_group"], state["object_group"])
+        key = self._cue_key(
+            state["predicate"], state["subject_group"], state["object_group"], state["n_cues"]
+        )
         attempts = 0
 
         def write() -> dict[str, Any]:
             nonlocal attempts
-            answer = cue_writer.build_cue_writer(self.model("llm")).invoke(
-                {
-                    "predicate": state["predicate"],
-                    "subject": state["subject_group"],
-                    "object": state["object_group"],
-                    "n_cues": self.options.n_cues,
-                }
-            )
+            writer = cue_writer.build_cue_writer(self.models.llm, max_repairs=state["max_repairs"])
+            request: cue_writer.CueInput = {
+                "predicate": state["predicate"],
+                "subject": state["subject_group"],
+                "object": state["object_group"],
+                "n_cues": state["n_cues"],
+            }
+            answer = writer.invoke(request, get_config())
             attempts = answer.attempts
             return answer.value.model_dump()
 
         value, _created = self.cache.get_or_create("relation_cues", key, write)
         return {"cues": {state["predicate"]: value}, "llm_calls": attempts}
 
-    def score(self, state: RecodeState) -> dict[str, Any]:
+    def score(self, state: RecodeState, runtime: Runtime[RecodeSettings]) -> dict[str, Any]:
         """Rank the surviving predicates by the composite cue score plus the triplet score."""
-        from mmagents.images import default_store
-
+        s = self.settings(runtime)
         cues = state.get("cues", {})
-        filtered = list(state.get("filtered", []))
+        dropped: list[Filtered] = []
         scored = []
         for predicate in state["to_score"]:
-            if self.options.filter in ("llm", "both") and not cues[predicate]["plausible"]:
-                filtered.append({"predicate": predicate, "reason": "llm: judged implausible"})
+            if s.filter in ("llm", "both") and not cues[predicate]["plausible"]:
+                dropped.append({"predicate": predicate, "reason": "llm: judged implausible"})
             else:
                 scored.append(predicate)
-        image = default_store(self.config).get(state["image"])
-        ranking = _Scoring(self, image, state).rank(scored, cues) if scored else []
-        result = {
+        image = self.models.store.resolve(state["image"])
+        mode = self.spatial_mode(s)
+        ranking = _Scoring(self, s, mode, image, state).rank(scored, cues) if scored else []
+        filtered = [*state.get("filtered", []), *dropped]
+        return {
             "prediction": ranking[0]["predicate"] if ranking else None,
+            "ranked": [r["predicate"] for r in ranking] + [f["predicate"] for f in filtered],
             "ranking": ranking,
-            "filtered": filtered,
-            "subject": state["subject"],
-            "object": state["object"],
-            "spatial_mode": self.spatial_mode,
+            "filtered": dropped,
+            "spatial_mode": mode,
             "scorer": self.ids["scorer"],
         }
-        return {"result": result}
 
 
 class _Scoring:
     """Scores of one sample: one forward pass over its regions, cached text features."""
 
-    def __init__(self, nodes: _Recoder, image: Any, state: RecodeState) -> None:
-        import numpy as np
-
-        from mmagents.graphs._cues import crop
-        from mmagents.graphs._spatial import draw_spatial_image
-
+    def __init__(
+        self, nodes: _Recoder, settings: RecodeSettings, mode: str, image: Any, state: RecodeState
+    ) -> None:
         self.nodes = nodes
+        self.settings = settings
+        self.mode = mode
         self.sub, self.obj = state["subject"], state["object"]
         sb, ob = self.sub["box"], self.obj["box"]
         union = [min(sb[0], ob[0]), min(sb[1], ob[1]), max(sb[2], ob[2]), max(sb[3], ob[3])]
         regions = [crop(image, sb), crop(image, ob), crop(image, union)]
-        if nodes.spatial_mode == "image":
+        if mode == "image":
             regions.append(draw_spatial_image(sb, ob))
-        scorer = nodes.model("scorer")
+        scorer = nodes.models.scorer
         # All regions of the image in one forward pass.
         self.region_features = np.asarray(scorer.embed_images(regions), dtype=np.float32)
         self.scale = float(scorer.logit_scale)
-        self.geometric = _geometric_scorer(nodes) if nodes.spatial_mode == "geometric" else None
+        self.geometric = _geometric_scorer(nodes, settings) if mode == "geometric" else None
 
     def _texts(self, predicate: str, cues: Mapping[str, Any]) -> dict[str, list[str]]:
         s, o = self.sub["category"], self.obj["category"]
@@ -377,12 +438,12 @@ class _Scoring:
         """Evidence and score of each predicate, best first."""
         texts = {p: self._texts(p, cues[p]) for p in predicates}
         kinds = ["subject", "object", "triplet"]
-        if self.nodes.spatial_mode == "image":
+        if self.mode == "image":
             kinds.append("spatial")
         flat = list(dict.fromkeys(t for p in predicates for k in kinds for t in texts[p][k]))
-        scorer = self.nodes.model("scorer")
+        scorer = self.nodes.models.scorer
         feats = self.nodes.features.features(scorer, self.nodes.ids["scorer"], flat)
-        sims = self.scale * (self.region_features @ feats.T)  # regions x texts, scorer units
+        sims = feature_scores(self.scale, self.region_features, feats)  # regions x texts
         column = {t: i for i, t in enumerate(flat)}
         out = [self._one(p, texts[p], cues[p], sims, column) for p in predicates]
         return sorted(out, key=lambda e: -e["score"])
@@ -395,7 +456,7 @@ class _Scoring:
         }
 
     def _spatial(self, row: Any, texts: list[str], column: Mapping[str, int]) -> dict[str, Any]:
-        if self.nodes.spatial_mode == "image":
+        if self.mode == "image":
             return {**self._kind(row, texts, column), "mode": "image"}
         assert self.geometric is not None
         score, matches = self.geometric.score(self.sub["box"], self.obj["box"], texts)
@@ -414,7 +475,7 @@ class _Scoring:
         sims: Any,
         column: Mapping[str, int],
     ) -> dict[str, Any]:
-        opts = self.nodes.options
+        opts = self.settings
         subject = self._kind(sims[0], texts["subject"], column)
         object_ = self._kind(sims[1], texts["object"], column)
         triplet = self._kind(sims[2], texts["triplet"], column)
@@ -439,15 +500,13 @@ class _Scoring:
         }
 
 
-def _geometric_scorer(nodes: _Recoder) -> Any:
+def _geometric_scorer(nodes: _Recoder, settings: RecodeSettings) -> GeometricSpatialScorer:
     """The geometric spatial scorer over the ``embed`` role, its features cached on disk."""
-    from mmagents.graphs._spatial import GeometricSpatialScorer
-
-    embedder = _EmbedTexts(nodes.model("embed"))
+    embedder = _EmbedTexts(nodes.models.embed)
     embed_id = f"embed:{nodes.ids['embed']}"
     return GeometricSpatialScorer(
         lambda texts: nodes.features.features(embedder, embed_id, texts),
-        scale=nodes.options.geometric_scale,
+        scale=settings.geometric_scale,
     )
 
 
@@ -462,30 +521,35 @@ class _EmbedTexts:
 
 
 def build_recode_graph(
-    config: Config,
+    config: Config | None = None,
     *,
-    llm: Any = None,
-    scorer: Any = None,
-    embedder: Any = None,
-    **options: Any,
-) -> Any:
-    """Compile the RECODE relation-ranking graph.
+    models: Models | None = None,
+    settings: RecodeSettings | None = None,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[RecodeState, RecodeSettings, RecodeInput, RecodeOutput]:
+    """Compile the RECODE relation-ranking graph (no model loads until a node needs it).
 
     Args:
-        config: The resolved configuration.
-        llm: Chat model for the cue writer (default: the ``llm`` role, loaded on first use).
-        scorer: Image–text scorer (default: the ``scorer`` role).
-        embedder: Sentence embedder of the geometric spatial scorer (default: the ``embed`` role).
-        **options: Overrides of :class:`RecodeOptions` (``spatial``, ``filter``, ...).
+        config: The configuration (roles, cache folder, ``[graphs.recode]``); default: the
+            models' config, else :func:`~mmagents.load_config`.
+        models: The runtime: ``llm`` (cue writer), ``scorer``, ``embed`` (geometric spatial
+            scorer) and the image store (default: ``Models(config)``).
+        settings: The settings used when a run passes no ``context`` (default: from the config).
+        checkpointer: A LangGraph checkpointer (runs then need a ``thread_id``).
 
-    Returns:
-        A compiled graph over :class:`RecodeState`; ``result`` holds ``prediction``, ``ranking``
-        (each predicate with its score and per-cue evidence), ``filtered`` and ``spatial_mode``.
+    Raises:
+        ConfigError: an invalid ``[graphs.recode]`` section (unknown keys included).
     """
-    from langgraph.graph import END, START, StateGraph
-
-    nodes = _Recoder(config, RecodeOptions.from_config(config, **options), llm, scorer, embedder)
-    graph = StateGraph(RecodeState)
+    models = models or Models(config)
+    config = config or models.config
+    default = settings or resolve_settings(RecodeSettings, config)
+    nodes = _Recoder(models, default, config)
+    graph = StateGraph(
+        RecodeState,
+        context_schema=RecodeSettings,
+        input_schema=RecodeInput,
+        output_schema=RecodeOutput,
+    )
     graph.add_node("prepare", nodes.prepare)
     graph.add_node("write_cues", nodes.write_cues, input_schema=CueTask)
     graph.add_node("score", nodes.score)
@@ -493,122 +557,4 @@ def build_recode_graph(
     graph.add_conditional_edges("prepare", nodes.route, ["write_cues", "score"])
     graph.add_edge("write_cues", "score")
     graph.add_edge("score", END)
-    return graph.compile()
-
-
-# -- evaluation ----------------------------------------------------------------------------------
-
-_GRAPHS: dict[str, Any] = {}
-_GRAPHS_LOCK = threading.Lock()
-
-
-def _entity(value: Any, role: str) -> dict[str, Any]:
-    """``{"category", "box"}`` from a sample's entity (accepts ``name`` and VG's x/y/w/h too)."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"sample {role} must be an object with a category and a box")
-    box = value.get("box") or value.get("bbox")
-    if box is None and all(k in value for k in ("x", "y", "w", "h")):
-        box = [value["x"], value["y"], value["x"] + value["w"], value["y"] + value["h"]]
-    return {"category": value.get("category") or value.get("name"), "box": box}
-
-
-def eval_relations_sample(sample: dict[str, Any], config: Config, **options: Any) -> dict[str, Any]:
-    """Harness runner of the ``relations`` task: rank candidate predicates for one pair.
-
-    Args:
-        sample: ``image``, ``subject`` and ``object`` (``{"category", "box": [x1, y1, x2, y2]}``),
-            ``predicates`` (candidates; else ``options["predicates"]``).
-        config: The run's configuration.
-        **options: ``predicates`` (list or comma-separated), and :class:`RecodeOptions` fields.
-
-    Returns:
-        ``prediction``: all candidates ranked (scored ones by score, then the filtered ones), for
-        Recall@K; ``top1``; ``llm_calls`` (cue-writer calls this sample made; cache hits cost 0).
-    """
-    from mmagents.images import default_store
-
-    predicates = sample.get("predicates") or options.get("predicates") or []
-    if isinstance(predicates, str):
-        predicates = [p.strip() for p in predicates.split(",") if p.strip()]
-    overrides = {k: v for k, v in options.items() if k in RecodeOptions.__dataclass_fields__}
-    key = repr((repr(config), sorted(overrides.items())))
-    with _GRAPHS_LOCK:
-        if key not in _GRAPHS:
-            _GRAPHS[key] = build_recode_graph(config, **overrides)
-    out = _GRAPHS[key].invoke(
-        {
-            "image": default_store(config).put(sample["image"]),
-            "subject": _entity(sample.get("subject"), "subject"),
-            "object": _entity(sample.get("object"), "object"),
-            "predicates": list(predicates),
-        }
-    )
-    result = out["result"]
-    ranked = [r["predicate"] for r in result["ranking"]] + [
-        f["predicate"] for f in result["filtered"]
-    ]
-    return {"prediction": ranked, "top1": ranked[0], "llm_calls": out.get("llm_calls", 0)}
-
-
-# -- command line --------------------------------------------------------------------------------
-
-
-def register_cli(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """``mmagents run recode --image P --subject CAT X1 Y1 X2 Y2 --object ... --predicates ...``."""
-    parser.add_argument("--image", required=True, help="image file (or a stored image handle)")
-    entity = ("CATEGORY", "X1", "Y1", "X2", "Y2")
-    parser.add_argument("--subject", nargs=5, required=True, metavar=entity)
-    parser.add_argument("--object", nargs=5, required=True, metavar=entity)
-    parser.add_argument("--predicates", nargs="+", required=True, metavar="PREDICATE")
-    parser.add_argument(
-        "--spatial",
-        choices=RecodeOptions._CHOICES["spatial"],
-        help="spatial evidence: drawn boxes through the scorer, box geometry, or auto (default)",
-    )
-    parser.add_argument(
-        "--filter",
-        choices=RecodeOptions._CHOICES["filter"],
-        help="implausible-pair filter: rule table (default), the cue writer's judgement, ...",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.set_defaults(func=_run_cli)
-
-
-def _cli_entity(values: list[str], role: str) -> dict[str, Any]:
-    try:
-        box = [float(v) for v in values[1:]]
-    except ValueError:
-        raise ConfigError(f"--{role} takes CATEGORY X1 Y1 X2 Y2, got {values}") from None
-    return {"category": values[0], "box": box}
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    from mmagents.cli import config_from_args
-    from mmagents.images import default_store
-
-    config = config_from_args(args)
-    graph = build_recode_graph(config, spatial=args.spatial, filter=args.filter)
-    out = graph.invoke(
-        {
-            "image": default_store(config).put(args.image),
-            "subject": _cli_entity(args.subject, "subject"),
-            "object": _cli_entity(args.object, "object"),
-            "predicates": list(args.predicates),
-        }
-    )
-    result = {**out["result"], "llm_calls": out.get("llm_calls", 0)}
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    s, o = result["subject"]["category"], result["object"]["category"]
-    print(f"{s} ? {o}   (spatial evidence: {result['spatial_mode']})")
-    for entry in result["ranking"]:
-        ev = entry["evidence"]
-        print(
-            f"  {entry['score']:9.3f}  {entry['predicate']:<16} subject {ev['subject']['score']:.2f}"
-            f"  object {ev['object']['score']:.2f}  spatial {ev['spatial']['score']:.2f}"
-            f"  triplet {ev['triplet']['score']:.2f}"
-        )
-    for entry in result["filtered"]:
-        print(f"  {'filtered':>9}  {entry['predicate']:<16} {entry['reason']}")
-    return 0
+    return graph.compile(checkpointer=checkpointer, name="recode")

@@ -1,4 +1,4 @@
-"""Classification by description: wording rule, scoring formula, caches, graph shape, CLI, runner.
+"""Classification by description: wording rule, scoring formula, caches, settings, graph shape.
 
 All on fake backends (hash-seeded scorer, scripted chat); the offline end-to-end lives in
 ``test_describe_offline.py``.
@@ -13,18 +13,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+from syrupy.assertion import SnapshotAssertion
 
 from mmagents import Config, ConfigError, default_store, sample_path
 from mmagents._config import RoleConfig
+from mmagents.graphs import get_pipeline
 from mmagents.graphs._cues import TextFeatureCache, class_mean_scores
+from mmagents.graphs._run import run_graph
 from mmagents.graphs.describe import (
+    DescribeSettings,
     DescriptorClassifier,
     build_describe_graph,
     descriptor_sentence,
-    eval_classify_sample,
     load_descriptor_file,
 )
 from mmagents.models.fake import FakeScorer, ScriptedChat
+from mmagents.runtime import Models
 
 TABLE = {
     "tabby cat": ["a striped coat", "whiskers", "has pointed ears"],
@@ -91,12 +95,17 @@ def test_top_k_ranking_matches_a_full_sort() -> None:
         )
 
 
+def _graph(config: Config, **backends: Any) -> Any:
+    return build_describe_graph(config, models=Models(config, **backends))
+
+
 def test_scores_match_hand_computed_values(fake_config: Config) -> None:
     scorer = FakeScorer()
-    graph = build_describe_graph(fake_config, scorer=scorer, descriptors=TABLE)
+    graph = _graph(fake_config, scorer=scorer)
     store = default_store(fake_config)
     handle = store.put(sample_path("cat", fake_config))
-    result = graph.invoke({"image": handle, "classes": list(TABLE)})["result"]
+    inputs = {"image": handle, "classes": list(TABLE), "descriptor_table": TABLE}
+    result = graph.invoke(inputs, context=DescribeSettings(top_classes=None))
 
     image = store.get(handle)
     expected = {
@@ -106,10 +115,12 @@ def test_scores_match_hand_computed_values(fake_config: Config) -> None:
     got = {entry["class"]: entry["score"] for entry in result["scores"]}
     assert got == pytest.approx(expected, abs=1e-3)
     assert result["prediction"] == max(expected, key=expected.__getitem__)
-    assert [e["class"] for e in result["scores"]] == sorted(expected, key=lambda c: -expected[c])
+    assert result["ranking"] == sorted(expected, key=lambda c: -expected[c])
+    assert result["descriptor_source"] == "input" and result["llm_calls"] == 0
 
     plain = scorer.score([image], list(TABLE))[0]
-    assert result["baseline"]["prediction"] == list(TABLE)[int(plain.argmax())]
+    assert result["prediction_baseline"] == list(TABLE)[int(plain.argmax())]
+    assert result["ranking_baseline"][0] == result["prediction_baseline"]
 
     # The explanation: the predicted class's descriptors, best first, with their own scores.
     best = result["prediction"]
@@ -119,6 +130,19 @@ def test_scores_match_hand_computed_values(fake_config: Config) -> None:
     assert [e["score"] for e in result["explanation"]] == pytest.approx(
         [s for _, s in want], abs=1e-3
     )
+
+
+def test_settings_change_per_run_without_rebuilding(fake_config: Config) -> None:
+    graph = _graph(fake_config)
+    handle = default_store(fake_config).put(sample_path("cat", fake_config))
+    inputs = {"image": handle, "classes": list(TABLE), "descriptor_table": TABLE}
+    assert len(graph.invoke(inputs)["scores"]) == 3  # default top_classes=5 > 3 classes
+    one = graph.invoke(inputs, context=DescribeSettings(top_classes=1, top_descriptors=1))
+    assert len(one["scores"]) == len(one["ranking_baseline"]) == len(one["explanation"]) == 1
+    with pytest.raises(ConfigError, match="top_classes"):
+        get_pipeline("describe").settings_for(fake_config, {"top_classes": "0"})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        get_pipeline("describe").settings_for(fake_config, {"top": "1"})
 
 
 def test_one_image_forward_per_batch_and_text_features_once(tmp_path: Path) -> None:
@@ -151,23 +175,20 @@ def _writer_reply(messages: list[Any]) -> str:
 def test_llm_descriptors_are_cached_per_class_model_and_prompt(fake_config: Config) -> None:
     llm = ScriptedChat(replies=[_writer_reply], cycle=True)
     handle = default_store(fake_config).put(sample_path("cat", fake_config))
-    graph = build_describe_graph(fake_config, llm=llm)
-    first = graph.invoke({"image": handle, "classes": ["cat", "dog"]})
+    first = run_graph(_graph(fake_config, llm=llm), {"image": handle, "classes": ["cat", "dog"]})
     assert len(llm.calls) == 2 and first["llm_calls"] == 2
     assert first["descriptors"]["dog"] == ["dog shape", "dog colour"]  # tidied by the schema
-    assert first["result"]["descriptor_source"] == "llm"
+    assert first["descriptor_source"] == "llm"
 
     # Same classes again, even through a new graph: answered from the on-disk cache.
-    again = build_describe_graph(fake_config, llm=llm).invoke(
-        {"image": handle, "classes": ["dog", "cat"]}
-    )
+    again = _graph(fake_config, llm=llm).invoke({"image": handle, "classes": ["dog", "cat"]})
     assert len(llm.calls) == 2 and again["llm_calls"] == 0
 
     # Another llm configuration is another model identity: a new call.
     llm_spec = fake_config.role("llm")
     hotter = RoleConfig(llm_spec.backend, {**llm_spec.options, "temperature": 0.9})
     other = replace(fake_config, roles={**fake_config.roles, "llm": hotter})
-    build_describe_graph(other, llm=llm).invoke({"image": handle, "classes": ["cat"]})
+    _graph(other, llm=llm).invoke({"image": handle, "classes": ["cat"]})
     assert len(llm.calls) == 3
 
 
@@ -182,41 +203,44 @@ def test_descriptor_file_and_its_errors(tmp_path: Path, fake_config: Config) -> 
     with pytest.raises(ConfigError, match="not found"):
         load_descriptor_file(tmp_path / "missing.json")
 
-    graph = build_describe_graph(fake_config, descriptors=good)
+    graph = _graph(fake_config)
     handle = default_store(fake_config).put(sample_path("coffee", fake_config))
-    out = graph.invoke({"image": handle, "classes": ["cat", "dog"]})
-    assert out["result"]["descriptor_source"] == f"file:{good}"
+    from_file = DescribeSettings(descriptors=str(good))
+    out = graph.invoke({"image": handle, "classes": ["cat", "dog"]}, context=from_file)
+    assert out["descriptor_source"] == f"file:{good}"
     assert out["llm_calls"] == 0
     with pytest.raises(ConfigError, match="no descriptors"):
-        graph.invoke({"image": handle, "classes": ["cat", "zebra"]})
+        graph.invoke({"image": handle, "classes": ["cat", "zebra"]}, context=from_file)
+    with pytest.raises(ConfigError, match="describe needs classes"):
+        graph.invoke({"image": handle})
 
 
-def test_graph_shape(fake_config: Config) -> None:
-    mermaid = build_describe_graph(fake_config, descriptors=TABLE).get_graph().draw_mermaid()
-    edges = sorted(line.strip() for line in mermaid.splitlines() if "-->" in line)
-    assert edges == ["__start__ --> descriptors;", "descriptors --> score;", "score --> __end__;"]
-
-
-def test_eval_runner_records_both_rankings(tmp_path: Path, fake_config: Config) -> None:
+def test_label_space_of_the_descriptor_file(tmp_path: Path, fake_config: Config) -> None:
     path = tmp_path / "d.json"
     path.write_text(json.dumps(TABLE))
-    sample = {"image": str(sample_path("cat", fake_config)), "classes": ["tabby cat", "goldfish"]}
-    # With a descriptor file, the label space is the file's (the paper's whole-dataset ranking).
-    record = eval_classify_sample(sample, fake_config, descriptors=str(path), top_k=5)
-    assert record["prediction"] == record["ranking"][0] and set(record["ranking"]) == set(TABLE)
-    assert record["prediction_baseline"] == record["ranking_baseline"][0]
-    assert record["llm_calls"] == 0 and record["explanation"]
-    # Explicit classes win (a comma-separated list); top_k cuts the rankings.
-    record = eval_classify_sample(
-        sample, fake_config, descriptors=str(path), classes="rocket,goldfish", top_k=1
-    )
-    assert record["ranking"] in (["rocket"], ["goldfish"])
-    # Without either, the sample's (harness-attached) classes, descriptors written by the LLM.
-    with pytest.raises(ConfigError, match="classify needs classes"):
-        eval_classify_sample({"image": sample["image"]}, fake_config)
+    graph = _graph(fake_config)
+    handle = default_store(fake_config).put(sample_path("cat", fake_config))
+    # No classes given: the file's; label_space=descriptors: the file's even when given (the
+    # paper ranks among the dataset's whole label space); else the input's.
+    file_only = DescribeSettings(descriptors=str(path))
+    assert set(graph.invoke({"image": handle}, context=file_only)["ranking"]) == set(TABLE)
+    whole = DescribeSettings(descriptors=str(path), label_space="descriptors")
+    out = graph.invoke({"image": handle, "classes": ["rocket"]}, context=whole)
+    assert set(out["ranking"]) == set(TABLE)
+    out = graph.invoke({"image": handle, "classes": ["rocket", "goldfish"]}, context=file_only)
+    assert set(out["ranking"]) == {"rocket", "goldfish"}
 
 
-def test_cli_prints_json(
+def test_graph_shape(fake_config: Config, snapshot: SnapshotAssertion) -> None:
+    assert _graph(fake_config).get_graph().draw_mermaid() == snapshot
+
+
+def test_published_descriptor_file_loads(shared_data: Path) -> None:
+    table = load_descriptor_file(shared_data / "descriptors" / "descriptors_imagenet.json")
+    assert len(table) == 1000 and "tabby cat" in table and table["tabby cat"]
+
+
+def test_cli_prints_one_json_object(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from mmagents.cli import main
@@ -227,13 +251,31 @@ def test_cli_prints_json(
     path.write_text(json.dumps(TABLE))
     image = sample_path("cat")
     argv = ["run", "describe", "--image", str(image), "--classes", *TABLE, "--descriptors",
-            str(path), "--json"]  # fmt: skip
+            str(path), "--set", "top_classes=2", "--json"]  # fmt: skip
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["prediction"] in TABLE and out["baseline"]["prediction"] in TABLE
-    assert out["explanation"] and out["llm_calls"] == 0
+    assert out["prediction"] in TABLE and out["prediction_baseline"] in TABLE
+    assert len(out["ranking"]) == 2 and out["explanation"] and out["llm_calls"] == 0
+    # The same descriptors as a setting, and the human summary.
+    argv = ["run", "describe", "--image", str(image), "--set", f"descriptors={path}"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "prediction:" in text and "because it shows:" in text
 
 
-def test_published_descriptor_file_loads(shared_data: Path) -> None:
-    table = load_descriptor_file(shared_data / "descriptors" / "descriptors_imagenet.json")
-    assert len(table) == 1000 and "tabby cat" in table and table["tabby cat"]
+def test_classify_task_through_the_generic_harness(tmp_path: Path, fake_config: Config) -> None:
+    from mmagents.eval.runner import run_task
+
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(TABLE))
+    data = tmp_path / "data.jsonl"
+    cat = sample_path("cat", fake_config)
+    lines = [{"id": str(i), "image": str(cat), "label": "tabby cat"} for i in range(2)]
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    summary = run_task("classify", fake_config, data=data, out=tmp_path / "run",
+                       progress=False, options={"descriptors": str(path)})  # fmt: skip
+    assert summary.errors == 0 and summary.n == 2
+    assert {"top_1", "top_5", "top_1_baseline", "top_5_baseline"} <= set(summary.metrics)
+    records = [json.loads(r) for r in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    # label_space=descriptors: every class of the file is ranked, not just the data's one label.
+    assert all(set(r["ranking"]) == set(TABLE) for r in records)

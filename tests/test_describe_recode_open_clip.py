@@ -18,8 +18,9 @@ import pytest
 from mmagents import Config, default_store, sample_path
 from mmagents.graphs._spatial import draw_spatial_image
 from mmagents.graphs.describe import build_describe_graph, descriptor_sentence
-from mmagents.graphs.recode import build_recode_graph, spatial_text
+from mmagents.graphs.recode import RecodeSettings, build_recode_graph, spatial_text
 from mmagents.models.fake import ScriptedChat
+from mmagents.runtime import Models
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
@@ -82,10 +83,10 @@ def _by_hand(clip: TinyOpenClip, images: list[Any], texts: list[str]) -> np.ndar
 def test_describe_scores_equal_open_clip_forward(fake_config: Config, tiny_clip_dir: Path) -> None:
     clip = TinyOpenClip(tiny_clip_dir)
     table = {"tabby cat": ["whiskers", "a striped coat"], "goldfish": ["orange scales"]}
-    graph = build_describe_graph(fake_config, scorer=clip, descriptors=table)
+    graph = build_describe_graph(fake_config, models=Models(fake_config, scorer=clip))
     store = default_store(fake_config)
     handle = store.put(sample_path("cat", fake_config))
-    result = graph.invoke({"image": handle, "classes": list(table)})["result"]
+    result = graph.invoke({"image": handle, "descriptor_table": table})
     assert clip.image_forwards == [1]
     image = store.get(handle)
     for entry in result["scores"]:
@@ -101,9 +102,8 @@ def test_recode_reads_the_drawn_boxes(fake_config: Config, tiny_clip_dir: Path) 
          "reasoning": "layout matters", "weights": {"subject": 0.3, "object": 0.2, "spatial": 0.5},
          "plausible": True}
     )  # fmt: skip
-    graph = build_recode_graph(
-        fake_config, llm=ScriptedChat(replies=[reply], cycle=True), scorer=clip, spatial="image"
-    )
+    models = Models(fake_config, llm=ScriptedChat(replies=[reply], cycle=True), scorer=clip)
+    graph = build_recode_graph(fake_config, models=models, settings=RecodeSettings(spatial="image"))
     subject = {"category": "cat", "box": [30, 20, 300, 200]}
     object_ = {"category": "sofa", "box": [0, 150, 451, 300]}
     handle = default_store(fake_config).put(sample_path("cat", fake_config))
@@ -111,8 +111,8 @@ def test_recode_reads_the_drawn_boxes(fake_config: Config, tiny_clip_dir: Path) 
         {"image": handle, "subject": subject, "object": object_, "predicates": ["on", "near"]}
     )
     assert clip.image_forwards == [4]  # subject, object, union and spatial image in one pass
-    ranking = out["result"]["ranking"]
-    assert out["result"]["spatial_mode"] == "image" and len(ranking) == 2
+    ranking = out["ranking"]
+    assert out["spatial_mode"] == "image" and len(ranking) == 2
     spatial = ranking[0]["evidence"]["spatial"]
     texts = [spatial_text(c, ("animal", "furniture")) for c in json.loads(reply)["spatial_cues"]]
     drawn = draw_spatial_image(subject["box"], object_["box"])
@@ -128,10 +128,10 @@ def test_through_the_open_clip_backend(fake_config: Config, tiny_clip_dir: Path)
         "scorer", RoleConfig("open_clip", {"model": f"local-dir:{tiny_clip_dir}"})
     )
     table = {"cat": ["whiskers", "a long tail"], "rocket": ["used for space flight"]}
-    graph = build_describe_graph(fake_config, scorer=scorer, descriptors=table)
+    graph = build_describe_graph(fake_config, models=Models(fake_config, scorer=scorer))
     store = default_store(fake_config)
     handle = store.put(sample_path("cat", fake_config))
-    result = graph.invoke({"image": handle, "classes": list(table)})["result"]
+    result = graph.invoke({"image": handle, "descriptor_table": table})
     clip = TinyOpenClip(tiny_clip_dir)
     for entry in result["scores"]:
         texts = [descriptor_sentence(entry["class"], d) for d in table[entry["class"]]]

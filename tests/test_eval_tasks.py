@@ -56,8 +56,8 @@ def test_pipeline_tasks_check_their_mapping(tmp_path: Path) -> None:
 def test_fixed_runner_names() -> None:
     assert load_task("vqa").runs == "pipeline:idealgpt"
     assert load_task("vqa-single-shot").runner == "mmagents.eval.baselines:vqa_single_shot"
-    assert load_task("classify").runner == "mmagents.graphs.describe:eval_classify_sample"
-    assert load_task("relations").runner == "mmagents.graphs.recode:eval_relations_sample"
+    assert load_task("classify").runs == "pipeline:describe"
+    assert load_task("relations").runs == "pipeline:recode"
     assert load_task("interleaved").runner == "mmagents.eval.interleaved:eval_interleaved_sample"
     assert load_task("meme-harmful-zero-shot").runner == "mmagents.eval.baselines:meme_zero_shot"
 

@@ -103,14 +103,19 @@ def test_paper_protocol_scores_the_reference_texts() -> None:
 def test_paper_protocol_writes_descriptors_with_the_published_prompt(fake_config: Config) -> None:
     from PIL import Image
 
-    from mmagents.graphs.describe import build_describe_graph
+    from mmagents.graphs._run import run_graph
+    from mmagents.graphs.describe import DescribeSettings, build_describe_graph
     from mmagents.images import default_store
     from mmagents.models.fake import FakeScorer, ScriptedChat
+    from mmagents.runtime import Models
 
     llm = ScriptedChat(replies=[" four legs\n- a bushy tail\n\nQ: next"])
-    graph = build_describe_graph(fake_config, llm=llm, scorer=FakeScorer(), protocol="paper")
+    models = Models(fake_config, llm=llm, scorer=FakeScorer())
+    graph = build_describe_graph(fake_config, models=models)
     handle = default_store(fake_config).put(Image.new("RGB", (8, 8), (9, 9, 9)))
-    out = graph.invoke({"image": handle, "classes": ["red_fox"]})
+    out = run_graph(
+        graph, {"image": handle, "classes": ["red_fox"]}, context=DescribeSettings(protocol="paper")
+    )
     assert out["descriptors"] == {"red_fox": ["four legs", "a bushy tail"]}
     prompt = llm.calls[0][-1].content
     assert prompt.endswith("to tell there is a red fox in a photo:\n-\n") and "lemur" in prompt

@@ -13,24 +13,25 @@ from typing import Any
 
 import numpy as np
 import pytest
+from syrupy.assertion import SnapshotAssertion
 
 from mmagents import Config, ConfigError, default_store, sample_path
 from mmagents.errors import DatasetError
 from mmagents.graphs._cues import crop
 from mmagents.graphs._relation_vocab import implausible_reason, super_category
+from mmagents.graphs._settings import resolve_settings
 from mmagents.graphs._spatial import (
     GeometricSpatialScorer,
     draw_spatial_image,
     spatial_phrases,
 )
 from mmagents.graphs.recode import (
-    RecodeOptions,
-    build_recode_graph,
-    eval_relations_sample,
+    RecodeSettings,
     object_text,
     spatial_text,
     subject_text,
 )
+from mmagents.graphs.recode import build_recode_graph as _build
 from mmagents.graphs.recode_data import (
     _SCENES,
     FIXTURE_PREDICATES,
@@ -40,6 +41,7 @@ from mmagents.graphs.recode_data import (
     write_jsonl,
 )
 from mmagents.models.fake import FakeEmbedder, FakeScorer, ScriptedChat
+from mmagents.runtime import Models
 
 CAT = {"category": "cat", "box": [245, 212, 395, 312]}
 CUP = {"category": "cup", "box": [220, 300, 420, 433]}
@@ -80,6 +82,15 @@ def _fixture_image(config: Config, scene: int = 0) -> str:
     if not (folder / f"scene{scene}.jpg").exists():
         build_relations_fixture(folder, config)
     return default_store(config).put(folder / f"scene{scene}.jpg")
+
+
+def build_recode_graph(
+    config: Config, *, llm: Any = None, scorer: Any = None, embedder: Any = None, **settings: Any
+) -> Any:
+    """The graph on injected backends, its default settings from ``settings``."""
+    models = Models(config, llm=llm, scorer=scorer, embed=embedder)
+    default = resolve_settings(RecodeSettings, config, settings)
+    return _build(config, models=models, settings=default)
 
 
 def _state(image: str, subject: dict, object_: dict, predicates: list[str]) -> dict[str, Any]:
@@ -184,7 +195,7 @@ def test_scores_match_hand_computed_values(fake_config: Config, spatial: str) ->
     )
     handle = _fixture_image(fake_config)
     out = graph.invoke(_state(handle, CAT, CUP, ["on", "next to", "under"]))
-    result = out["result"]
+    result = out
     assert result["spatial_mode"] == spatial
     assert scorer.image_calls == [4 if spatial == "image" else 3]  # all regions in one pass
 
@@ -226,11 +237,25 @@ def test_options_change_the_combination(fake_config: Config) -> None:
     only_cues = build_recode_graph(
         fake_config, llm=llm, spatial="geometric", triplet_weight=0, weights="equal"
     ).invoke(state)
-    ev = base["result"]["ranking"][0]["evidence"]
+    ev = base["ranking"][0]["evidence"]
     equal = (ev["subject"]["score"] + ev["object"]["score"] + 0.6 * ev["spatial"]["score"]) / 3
-    assert only_cues["result"]["ranking"][0]["score"] == pytest.approx(equal, abs=2e-3)
+    assert only_cues["ranking"][0]["score"] == pytest.approx(equal, abs=2e-3)
     with pytest.raises(ConfigError, match="spatial"):
-        RecodeOptions.from_config(fake_config, spatial="sideways")
+        resolve_settings(RecodeSettings, fake_config, {"spatial": "sideways"})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve_settings(RecodeSettings, fake_config, {"spatail": "image"})
+
+
+def test_settings_change_per_run_without_rebuilding(fake_config: Config) -> None:
+    llm = ScriptedChat(replies=[cue_reply], cycle=True)
+    graph = build_recode_graph(fake_config, llm=llm)
+    state = _state(_fixture_image(fake_config), CAT, CUP, ["on", "wearing"])
+    assert graph.invoke(state)["spatial_mode"] == "image"
+    out = graph.invoke(state, context=RecodeSettings(spatial="geometric", filter="none"))
+    assert out["spatial_mode"] == "geometric" and out["filtered"] == []
+    assert graph.invoke({**state, "predicates": None}, context=RecodeSettings(predicates=["on"]))[
+        "ranked"
+    ] == ["on"]
 
 
 def test_auto_spatial_mode_follows_the_scorer(fake_config: Config) -> None:
@@ -241,10 +266,10 @@ def test_auto_spatial_mode_follows_the_scorer(fake_config: Config) -> None:
     llm = ScriptedChat(replies=[cue_reply], cycle=True)
     state = _state(_fixture_image(fake_config), CAT, CUP, ["on"])
     drawn = build_recode_graph(fake_config, llm=llm).invoke(state)
-    assert drawn["result"]["spatial_mode"] == "image"  # the fake scorer reads pixels
+    assert drawn["spatial_mode"] == "image"  # the fake scorer reads pixels
     blind = replace(fake_config, roles={**fake_config.roles, "scorer": RoleConfig("label_space")})
     graph = build_recode_graph(blind, llm=llm, scorer=FakeScorer(), embedder=FakeEmbedder())
-    assert graph.invoke(state)["result"]["spatial_mode"] == "geometric"
+    assert graph.invoke(state)["spatial_mode"] == "geometric"
 
 
 # -- caches and filters ---------------------------------------------------------------------------
@@ -295,41 +320,33 @@ def test_rule_filter_saves_llm_calls_and_llm_filter_uses_the_judgement(fake_conf
         _state(handle, CAT, CUP, ["on", "wearing", "above"])
     )
     assert len(llm.calls) == 2  # "wearing" was filtered by the rule table before any call
-    assert [f["predicate"] for f in out["result"]["filtered"]] == ["wearing"]
-    assert {e["predicate"] for e in out["result"]["ranking"]} == {"on", "above"}
+    assert [f["predicate"] for f in out["filtered"]] == ["wearing"]
+    assert {e["predicate"] for e in out["ranking"]} == {"on", "above"}
 
     judged = build_recode_graph(fake_config, llm=llm, filter="both").invoke(
         _state(handle, CAT, CUP, ["on", "wearing", "above"])
     )
-    reasons = {f["predicate"]: f["reason"] for f in judged["result"]["filtered"]}
+    reasons = {f["predicate"]: f["reason"] for f in judged["filtered"]}
     assert set(reasons) == {"wearing", "above"} and reasons["above"].startswith("llm")
-    assert [e["predicate"] for e in judged["result"]["ranking"]] == ["on"]
+    assert [e["predicate"] for e in judged["ranking"]] == ["on"]
 
     kept = build_recode_graph(fake_config, llm=llm, filter="none").invoke(
         _state(handle, CAT, CUP, ["wearing"])
     )
-    assert [e["predicate"] for e in kept["result"]["ranking"]] == ["wearing"]
+    assert [e["predicate"] for e in kept["ranking"]] == ["wearing"]
 
 
 def test_bad_inputs_raise_typed_errors(fake_config: Config) -> None:
     graph = build_recode_graph(fake_config, llm=ScriptedChat(replies=[cue_reply], cycle=True))
     handle = _fixture_image(fake_config)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ConfigError, match="empty"):
         graph.invoke(_state(handle, {**CAT, "box": [10, 10, 5, 20]}, CUP, ["on"]))
     with pytest.raises(ConfigError, match="predicate"):
         graph.invoke(_state(handle, CAT, CUP, [" "]))
 
 
-def test_graph_shape(fake_config: Config) -> None:
-    mermaid = build_recode_graph(fake_config).get_graph().draw_mermaid()
-    edges = sorted(line.strip() for line in mermaid.splitlines() if "->" in line)
-    assert edges == [
-        "__start__ --> prepare;",
-        "prepare -.-> score;",
-        "prepare -.-> write_cues;",
-        "score --> __end__;",
-        "write_cues --> score;",
-    ]
+def test_graph_shape(fake_config: Config, snapshot: SnapshotAssertion) -> None:
+    assert build_recode_graph(fake_config).get_graph().draw_mermaid() == snapshot
 
 
 # -- datasets, runner, CLI ------------------------------------------------------------------------
@@ -386,12 +403,15 @@ def test_fixture_through_the_harness_loader_and_runner(fake_config: Config) -> N
     build_recode_graph(fake_config, llm=llm).invoke(
         _state(_fixture_image(fake_config), CAT, CUP, FIXTURE_PREDICATES)
     )
+    # The samples' entities (VG's x/y/w/h converted to boxes) are the graph's input as they are.
+    graph = build_recode_graph(fake_config)
     records = []
     for sample in samples:
-        record = eval_relations_sample(sample, fake_config)
-        assert sorted(record["prediction"]) == sorted(FIXTURE_PREDICATES)
-        assert record["llm_calls"] == 0 and record["top1"] == record["prediction"][0]
-        records.append({**record, "target": sample["label"]})
+        fields = {k: sample[k] for k in ("image", "subject", "object", "predicates")}
+        out = graph.invoke({**fields, "image": default_store(fake_config).put(sample["image"])})
+        assert sorted(out["ranked"]) == sorted(FIXTURE_PREDICATES)
+        assert out["llm_calls"] == 0 and out["prediction"] == out["ranked"][0]
+        records.append({"prediction": out["ranked"], "target": sample["label"]})
     assert recall_at_k(records, k=4) == 1.0
     assert 0.0 <= (recall_at_k(records, k=1) or 0.0) <= 1.0
     assert mean_recall_at_k(records, k=4) == 1.0
@@ -411,14 +431,38 @@ def test_cli_prints_json(
     for role in ("scorer", "embed"):
         monkeypatch.setenv(f"MMAGENTS_{role.upper()}__BACKEND", "fake")
     image = fake_config.cache_dir / "relfix" / "scene0.jpg"
-    argv = ["run", "recode", "--image", str(image), "--subject", "cat", *map(str, CAT["box"]),
-            "--object", "cup", *map(str, CUP["box"]), "--predicates", "on", "next to", "wearing",
-            "--json"]  # fmt: skip
+    argv = ["run", "recode", "--image", str(image), "--subject", json.dumps(CAT),
+            "--object", json.dumps(["cup", *CUP["box"]]), "--predicates", "on", "next to",
+            "wearing", "--json"]  # fmt: skip
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["llm_calls"] == 0 and out["prediction"] in ("on", "next to")
     assert out["filtered"][0]["predicate"] == "wearing"
     assert set(out["ranking"][0]["evidence"]) >= {"subject", "object", "spatial", "triplet"}
+
+    # The human summary: one line per predicate, then the filtered ones.
+    assert main(argv[:-1]) == 0
+    text = capsys.readouterr().out
+    assert "cat ? cup" in text and "filtered" in text
+
+
+def test_relations_task_through_the_generic_harness(tmp_path: Path, fake_config: Config) -> None:
+    from mmagents.eval.runner import run_task
+
+    folder = fake_config.cache_dir / "relations"
+    vg = build_relations_fixture(folder, fake_config)
+    data = write_jsonl(
+        samples_from_vg(vg, folder, predicates=FIXTURE_PREDICATES), folder / "r.jsonl"
+    )
+    llm = ScriptedChat(replies=[cue_reply], cycle=True)
+    summary = run_task("relations", fake_config, data=data, out=tmp_path / "run",
+                       progress=False, backends={"llm": llm})  # fmt: skip
+    assert summary.errors == 0 and summary.n == 4
+    # Four candidates, all ranked: each pair's gold predicate is within the top 5.
+    assert summary.metrics["recall@5"] == 1.0 and summary.metrics["mean_recall@5"] == 1.0
+    records = [json.loads(r) for r in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert all(sorted(r["prediction"]) == sorted(FIXTURE_PREDICATES) for r in records)
+    assert all(r["top1"] == r["prediction"][0] for r in records)
 
 
 def test_sample_paths_used_by_the_fixture_exist(fake_config: Config) -> None:

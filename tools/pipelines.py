@@ -43,11 +43,6 @@ class MemeInput(BaseModel):
     )
 
 
-class ClassesInput(BaseModel):
-    image: str = image_field()
-    classes: list[str] = Field(description="Candidate class names.", min_length=2)
-
-
 class PipelineTool(MMTool):
     """A pipeline graph run through its evaluation runner ``"module:function"``."""
 
@@ -163,10 +158,11 @@ class ClassifyMemeTool(PipelineTool):
     runner: str = "mmagents.graphs.meme:eval_meme_sample"
 
 
-class ClassifyImageTool(PipelineTool):
+class ClassifyImageTool(GraphTool):
+    """``classify_image``: the describe pipeline (classification by description) as a tool."""
+
     name: str = "classify_image"
     description: str = (
         "Pick which of the given classes an image shows, explained by visual descriptors."
     )
-    args_schema: type[BaseModel] = ClassesInput
-    runner: str = "mmagents.graphs.describe:eval_classify_sample"
+    pipeline: str = "describe"

@@ -53,6 +53,8 @@ PRESENTERS: dict[str, str] = {
     "comm": "mmagents.cli.comm:CommPresenter",
     "comm-filter": "mmagents.cli.comm:CommFilterPresenter",
     "chat": "mmagents.cli.chat:ChatPresenter",
+    "describe": "mmagents.cli.describe:DescribePresenter",
+    "recode": "mmagents.cli.recode:RecodePresenter",
 }
 
 
