@@ -17,7 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from mmagents._config import load_config
 from mmagents.graphs import get_pipeline
 
-__all__ = ["chat", "comm", "comm_filter", "idealgpt"]
+__all__ = ["chat", "comm", "comm_filter", "describe", "idealgpt", "recode"]
 
 
 def _build(name: str) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -37,6 +37,16 @@ def comm(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
 def comm_filter(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The ``comm-filter`` pipeline."""
     return _build("comm-filter")
+
+
+def describe(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The ``describe`` pipeline (classification by description)."""
+    return _build("describe")
+
+
+def recode(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The ``recode`` pipeline (relation ranking with visual cues)."""
+    return _build("recode")
 
 
 def chat(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
