@@ -213,3 +213,27 @@ def test_mrharm_stage_order_and_checkpoint_choice() -> None:
     assert mrharm.best_epoch([0.60, 0.72, 0.72, 0.70], "max") == 1
     with pytest.raises(ValueError):
         mrharm.best_epoch([], "max")
+
+
+def test_idealgpt_prompt_files_keep_the_reference_text() -> None:
+    # chat/vcr_prompt.py / chat/ve_prompt.py, checked at the places where a copy most easily drifts:
+    # trailing spaces, the "sub-question are" wording, the final newlines.
+    from mmagents.prompts import load_prompt
+
+    vcr = load_prompt("idealgpt_paper_vcr").variants
+    ve = load_prompt("idealgpt_paper_snli_ve").variants
+    assert vcr["init_asker"]["system"].endswith("Sub-question 4: What is the brand of this car? ")
+    assert "5. The sub-question are necessary" in vcr["init_asker"]["system"]
+    assert "5. The sub-questions are necessary" in ve["init_asker"]["system"]
+    assert "solve the original main question.  \n\nThe current" in vcr["more_asker"]["system"]
+    assert vcr["more_asker"]["system"].endswith("Additional Sub-question 4: xxxx ")
+    assert vcr["reasoner"]["system"].endswith("More Likely Answer: 1/2/3/4.\n")
+    assert "must give a prediction with educated guessing" in ve["final_reasoner"]["system"]
+    assert vcr["reasoner"]["user"] == (
+        "[placeholder]\nPlease follow the above-mentioned instruction to list the Analysis and "
+        "More Likely Answer.\n"
+    )
+    # 22 lines with no final newline; 18 lines each ending in one (counted in the reference files)
+    assert (
+        ve["init_asker"]["system"].count("\n") == 21 and vcr["reasoner"]["system"].count("\n") == 18
+    )
