@@ -14,6 +14,7 @@ __all__ = [
     "DatasetError",
     "EndpointError",
     "ImageError",
+    "ImageSourceRefusedError",
     "ImageTooLargeError",
     "MMAgentsError",
     "RationaleLeakError",
@@ -21,6 +22,7 @@ __all__ = [
     "StructuredOutputError",
     "TaskError",
     "UnknownHandleError",
+    "client_message",
 ]
 
 
@@ -68,9 +70,17 @@ class EndpointError(BackendError):
         status_code: The HTTP status, when the server answered at all.
     """
 
-    def __init__(self, url: str, detail: str, status_code: int | None = None) -> None:
+    def __init__(
+        self, url: str, detail: str, status_code: int | None = None, *, public: str | None = None
+    ) -> None:
         self.url = url
         self.status_code = status_code
+        #: What a remote client of ours may be told: no URL, no host, no server text.
+        self.public = public or (
+            f"the model endpoint answered HTTP {status_code}"
+            if status_code is not None
+            else "the model endpoint failed"
+        )
         super().__init__(f"endpoint {url}: {detail}")
 
 
@@ -80,6 +90,11 @@ class ImageError(MMAgentsError):
 
 class ImageTooLargeError(ImageError):
     """An image exceeds the configured pixel or byte limit (decompression-bomb guard)."""
+
+
+class ImageSourceRefusedError(ImageError):
+    """A client named an image source it may not use (a server file path, a path outside the
+    allowed roots). The message is the same whether or not such a file exists."""
 
 
 class RemoteImageRefusedError(ImageError):
@@ -126,3 +141,17 @@ class RationaleLeakError(MMAgentsError):
             f"rationale states the label in every sentence ({', '.join(dict.fromkeys(terms))}): "
             f"{rationale[:200]!r}"
         )
+
+
+def client_message(exc: BaseException) -> str:
+    """What a remote client (HTTP API, MCP) may be told about ``exc``.
+
+    Our own errors describe the client's input and are safe, except :class:`EndpointError`,
+    whose text names an internal URL: it is reduced to its public summary. Anything else is an
+    internal failure: only its type is named (the full error goes to the server log).
+    """
+    if isinstance(exc, EndpointError):
+        return exc.public
+    if isinstance(exc, MMAgentsError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"internal error ({type(exc).__name__}); see the server log"

@@ -4,6 +4,12 @@ Graphs, tools and LLMs pass images around as short handles (``img_3fa2c1d9e0b7a6
 live in the store (in memory and on disk, so a handle stays valid across processes: a chat thread
 resumed tomorrow still resolves its images). Every image entering the store is checked against the
 configured limits, EXIF-rotated upright and converted to RGB.
+
+Two doors lead in. :meth:`ImageStore.put` is for the local user (the CLI, Python code, datasets):
+it takes file paths. :meth:`ImageStore.put_from_client` is for what a remote client sends (the HTTP
+API, MCP): ``data:`` URLs, ``http(s)`` URLs only when ``[images] allow_remote`` is on, and file
+paths only under ``[images] allowed_roots`` when the caller permits files at all. Its error
+messages never say whether a refused path exists, how large a file is, or echo the path.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import re
 import threading
+import urllib.error
 import urllib.request
 import warnings
 from collections import OrderedDict
@@ -22,6 +30,7 @@ from typing import TYPE_CHECKING
 from mmagents._config import ImageLimits
 from mmagents.errors import (
     ImageError,
+    ImageSourceRefusedError,
     ImageTooLargeError,
     RemoteImageRefusedError,
     UnknownHandleError,
@@ -100,6 +109,70 @@ class ImageStore:
                 tmp.replace(path)  # atomic: a killed process never leaves a half-written image
         return handle
 
+    def put_from_client(self, source: str, *, files: bool = False) -> str:
+        """Add an image a remote client sent and return its handle.
+
+        Args:
+            source: A ``data:image/...;base64,`` URL, an ``http(s)://`` URL (only when
+                ``allow_remote``), an existing handle, or (only with ``files``) a path under one
+                of ``[images] allowed_roots``.
+            files: Whether file paths may be named at all (MCP: yes, under the roots; the HTTP
+                API: never).
+
+        Raises:
+            ImageError: the source is refused, unreadable or corrupt; the message names no path
+                and no file size.
+            ImageTooLargeError: the image exceeds the limits.
+            RemoteImageRefusedError: a URL while remote images are disabled.
+        """
+        if not isinstance(source, str):
+            raise ImageSourceRefusedError("an image must be given as a string (a data: URL)")
+        if is_handle(source) or _DATA_URL.match(source):
+            return self.put(source)
+        if source.startswith(("http://", "https://")):
+            return self.put(self._fetch(source))
+        if not files:
+            raise ImageSourceRefusedError(
+                "images must be sent as data:image/...;base64 URLs"
+                + (" or http(s) URLs" if self.limits.allow_remote else "")
+                + "; file paths on the server are not accepted"
+            )
+        path = self._allowed_path(source)
+        try:
+            data = self._read_file(path)
+        except ImageError:
+            raise ImageError("image file not found or unreadable under the allowed roots") from None
+        return self.put(data)
+
+    def _allowed_path(self, source: str) -> Path:
+        """``source`` resolved (symlinks too) when it lies under an allowed root, else refused
+        with one message whatever the path is: no existence or size oracle."""
+        refused = ImageSourceRefusedError(
+            "file paths are accepted only under [images] allowed_roots"
+            if self.limits.allowed_roots
+            else "file paths are not accepted: no [images] allowed_roots are configured"
+        )
+        if "\x00" in source or not os.path.isabs(source):
+            raise refused
+        path = Path(os.path.realpath(source))
+        for root in self.limits.allowed_roots:
+            if path.is_relative_to(os.path.realpath(root)):
+                return path
+        raise refused
+
+    def _read_file(self, path: Path) -> bytes:
+        try:
+            size = path.stat().st_size
+            if not path.is_file():
+                raise ImageError(f"image file not found: {path}")
+            if size > self.limits.max_bytes:
+                raise ImageTooLargeError(
+                    f"{path} is {size} bytes; limit is {self.limits.max_bytes}"
+                )
+            return path.read_bytes()
+        except OSError:
+            raise ImageError(f"image file not found or unreadable: {path}") from None
+
     def _read_bytes(self, source: str | Path | bytes) -> bytes:
         if isinstance(source, bytes):
             data = source
@@ -111,14 +184,7 @@ class ImageStore:
         elif isinstance(source, str) and source.startswith(("http://", "https://")):
             data = self._fetch(source)
         else:
-            path = Path(source)
-            if not path.is_file():
-                raise ImageError(f"image file not found: {path}")
-            if path.stat().st_size > self.limits.max_bytes:
-                raise ImageTooLargeError(
-                    f"{path} is {path.stat().st_size} bytes; limit is {self.limits.max_bytes}"
-                )
-            data = path.read_bytes()
+            data = self._read_file(Path(source))
         if len(data) > self.limits.max_bytes:
             raise ImageTooLargeError(
                 f"image is {len(data)} bytes; limit is {self.limits.max_bytes}"
@@ -130,8 +196,15 @@ class ImageStore:
             raise RemoteImageRefusedError(
                 f"remote images are disabled; set [images] allow_remote = true to fetch {url}"
             )
-        with urllib.request.urlopen(url, timeout=30) as response:
-            data: bytes = response.read(self.limits.max_bytes + 1)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                data: bytes = response.read(self.limits.max_bytes + 1)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            # URLError, refused connections and timeouts are all OSErrors; a client learns that
+            # the fetch failed, not why (that would make the server a port scanner).
+            raise ImageError("the remote image could not be fetched") from exc
+        if len(data) > self.limits.max_bytes:
+            raise ImageTooLargeError(f"remote image is over {self.limits.max_bytes} bytes")
         return data
 
     def _decode(self, data: bytes) -> Image.Image:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mmagents._config import ROLES, Config, RoleConfig, load_config
+from mmagents._config import ROLES, Config, RoleConfig, check_backend_options, load_config
 from mmagents._registry import Registry
 from mmagents.errors import ConfigError
 from mmagents.tracing import traced
@@ -95,8 +95,9 @@ def load_backend(role: str, spec: RoleConfig) -> Any:
     with _LOCK:
         if key not in _LOADED:
             factory = BACKENDS[role].get(spec.backend)
+            options = check_backend_options(role, spec, factory)
             try:
-                _LOADED[key] = factory(**dict(spec.options))
+                _LOADED[key] = factory(**options)
             except TypeError as exc:
                 raise ConfigError(
                     f"bad options for {role} backend {spec.backend!r}: {exc}"

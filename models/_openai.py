@@ -61,9 +61,15 @@ def endpoint_errors(url: str) -> Iterator[None]:
     try:
         yield
     except openai.APITimeoutError as exc:  # subclass of APIConnectionError: test it first
-        raise EndpointError(url, "request timed out (see the role's timeout option)") from exc
+        raise EndpointError(
+            url,
+            "request timed out (see the role's timeout option)",
+            public="the model endpoint timed out",
+        ) from exc
     except openai.APIConnectionError as exc:
-        raise EndpointError(url, f"cannot connect: {_root_cause(exc)}") from exc
+        raise EndpointError(
+            url, f"cannot connect: {_root_cause(exc)}", public="the model endpoint is unreachable"
+        ) from exc
     except openai.APIStatusError as exc:
         raise EndpointError(
             url, f"HTTP {exc.status_code}: {exc.message}", status_code=exc.status_code

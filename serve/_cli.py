@@ -27,10 +27,21 @@ def register_chat(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     parser.set_defaults(func=_run_chat)
 
 
+def _port(text: str) -> int:
+    """A TCP port number from ``--port`` (1-65535), or an argparse error naming the flag."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def register_serve(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """``mmagents serve [--host 127.0.0.1] [--port 8000]``."""
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     parser.set_defaults(func=_run_serve)
 
 

@@ -2,19 +2,24 @@
 
 Each role tool (caption, answer_question, score_image_text, read_text, crop_region,
 generate_image, embed) is listed with its JSON input schema. Tools take image handles, so the
-server adds one tool of its own, ``put_image``, that loads an image (a file path on this machine, a
-``data:`` URL, or an ``http(s)`` URL when ``[images] allow_remote = true``) into the image store and
-returns its handle. Results are JSON text plus ``structuredContent``; a failing tool answers
-``isError: true`` with ``{"error": {"type", "message"}}`` so the calling agent can react.
+server adds one tool of its own, ``put_image``, that loads an image (a ``data:`` URL, an ``http(s)``
+URL when ``[images] allow_remote = true``, or a file path under one of ``[images] allowed_roots``;
+no file is read outside them, and the refusal does not say whether the file exists) into the image
+store and returns its handle. Results are JSON text plus ``structuredContent``; a failing tool
+answers ``isError: true`` with ``{"error": {"type", "message"}}`` so the calling agent can react
+(the message never carries internal detail such as a model endpoint's URL). A line on stdin that is
+not JSON-RPC is answered with a JSON-RPC parse error (code -32700, ``id: null``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from mmagents.errors import MMAgentsError, client_message
 from mmagents.tools._base import MMTool
 
 if TYPE_CHECKING:
@@ -24,10 +29,15 @@ if TYPE_CHECKING:
 
 __all__ = ["PutImageTool", "build_server", "pipeline_tools", "run_stdio"]
 
+_log = logging.getLogger(__name__)
+
 
 class _PutImageInput(BaseModel):
     source: str = Field(
-        description="Image file path, data:image/...;base64 URL, or http(s) URL (if allowed).",
+        description=(
+            "data:image/...;base64 URL, http(s) URL (if the server allows remote images), or a "
+            "file path under the server's [images] allowed_roots."
+        ),
         min_length=1,
     )
 
@@ -37,12 +47,12 @@ class PutImageTool(MMTool):
 
     name: str = "put_image"
     description: str = (
-        "Load an image (file path or data URL) and return its handle for other tools."
+        "Load an image (data URL, or a file under the allowed roots) and return its handle."
     )
     args_schema: type[BaseModel] = _PutImageInput
 
     def _run(self, source: str, **_: Any) -> dict[str, Any]:
-        handle = self.store.put(source)
+        handle = self.store.put_from_client(source, files=True)
         width, height = self.store.get(handle).size
         return {"image": handle, "size": [width, height]}
 
@@ -64,7 +74,10 @@ def _invoke(tool: BaseTool, arguments: dict[str, Any]) -> tuple[Any, str | None]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return {"error": {"type": "ValidationError", "message": detail}}, "ValidationError"
     except Exception as exc:  # the calling agent gets the typed error instead of a dead server
-        return {"error": {"type": type(exc).__name__, "message": str(exc)}}, type(exc).__name__
+        if not isinstance(exc, MMAgentsError):
+            _log.exception("tool %s failed", tool.name)
+        message = client_message(exc)
+        return {"error": {"type": type(exc).__name__, "message": message}}, type(exc).__name__
 
 
 def pipeline_tools(config: Config) -> list[BaseTool]:
@@ -132,16 +145,40 @@ def build_server(config: Config, tools: list[BaseTool] | None = None) -> Any:
     )
 
 
+async def _answer_parse_errors(read_stream: Any, write_stream: Any, forward: Any) -> None:
+    """Pass JSON-RPC messages from ``read_stream`` to ``forward``; answer the lines the SDK could
+    not parse (it hands them over as exceptions and would otherwise stay silent) with a
+    JSON-RPC parse error."""
+    from mcp.shared.message import SessionMessage
+    from mcp_types import PARSE_ERROR, ErrorData, JSONRPCError
+
+    async with forward:
+        async for item in read_stream:
+            if isinstance(item, Exception):
+                error = ErrorData(code=PARSE_ERROR, message="Parse error: not a JSON-RPC message")
+                await write_stream.send(
+                    SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=error))
+                )
+            else:
+                await forward.send(item)
+
+
 def run_stdio(config: Config) -> int:
     """Serve MCP on stdin/stdout until the client closes the connection."""
     import anyio
     from mcp.server.stdio import stdio_server
+    from mcp.shared._context_streams import create_context_streams
+    from mcp.shared.message import SessionMessage
 
     server = build_server(config)
 
     async def main() -> None:
         async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+            forward, incoming = create_context_streams[SessionMessage | Exception](0)
+            async with anyio.create_task_group() as group:
+                group.start_soon(_answer_parse_errors, read_stream, write_stream, forward)
+                await server.run(incoming, write_stream, server.create_initialization_options())
+                group.cancel_scope.cancel()
 
     anyio.run(main)
     return 0

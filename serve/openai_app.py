@@ -17,36 +17,47 @@ Client-side tools (``tools``, ``tool`` messages) are not supported: the agent ru
 and the response's extra ``mmagents`` field lists the calls it made.
 
 **Images.** ``data:image/...;base64,`` URLs are accepted; ``http(s)`` URLs only when
-``[images] allow_remote = true``. Images over ``[images] max_bytes`` / ``max_pixels`` and requests
-over ``[serve] max_request_bytes`` get 413.
+``[images] allow_remote = true``. A file path is refused (400, the same message whether or not the
+file exists): the server never reads its own files for a client. Images over ``[images] max_bytes``
+/ ``max_pixels``, more than ``[serve] max_images_per_request`` image parts and requests over
+``[serve] max_request_bytes`` get 413. At most ``[serve] max_concurrent_requests`` turns run at once.
 
-**Auth.** Every ``/v1`` request needs ``Authorization: Bearer <key>`` when a key is set
-(``MMAGENTS_API_KEY``, else ``[serve] api_key``). Without a key the server only starts on a
-loopback address. Errors have OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+**Auth.** Every request except ``GET /health`` needs ``Authorization: Bearer <key>`` (the scheme in
+any case) when a key is set (``MMAGENTS_API_KEY``, else ``[serve] api_key``). Without a key the
+server only starts on a loopback address. Errors have OpenAI's shape:
+``{"error": {"message", "type", "param", "code"}}``; a failure inside the agent answers with the
+error's type and never with internal detail such as the model endpoint's URL (that goes to the log).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mmagents.errors import (
     ConfigError,
+    EndpointError,
     ImageError,
+    ImageSourceRefusedError,
     ImageTooLargeError,
     RemoteImageRefusedError,
+    client_message,
 )
 
 if TYPE_CHECKING:
@@ -61,29 +72,41 @@ THREAD_HEADER = "X-MMAgents-Thread"
 _log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    """The ``[serve]`` section; ``MMAGENTS_API_KEY`` overrides ``api_key``."""
+class ServeSettings(BaseModel):
+    """The ``[serve]`` section; ``MMAGENTS_API_KEY`` overrides ``api_key``.
 
-    api_key: str | None = None
-    model: str = "mmagents-chat"
-    max_request_bytes: int = 20 * 1024 * 1024
+    Attributes:
+        api_key: The bearer key clients must send (none: loopback only).
+        model: The model id clients name.
+        max_request_bytes: Largest request body accepted (413 above).
+        max_images_per_request: Most ``image_url`` parts one request may carry (413 above).
+        max_concurrent_requests: Chat completions running at once; more wait their turn.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    api_key: str | None = Field(default=None, min_length=1)
+    model: str = Field(default="mmagents-chat", min_length=1)
+    max_request_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_images_per_request: int = Field(default=8, gt=0)
+    max_concurrent_requests: int = Field(default=4, gt=0)
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> ServeSettings:
         """Read ``[serve]`` and the environment.
 
         Raises:
-            ConfigError: an unknown key.
+            ConfigError: an unknown key or a bad value, naming key, value and origin.
         """
+        from mmagents._config import Origin, validate_section
+
         section = dict(config.section("serve"))
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(section) - known):
-            raise ConfigError(f"unknown [serve] keys {unknown}; known: {sorted(known)}")
+        origins = dict(config.origins)
         env = os.environ if environ is None else environ
         if env.get("MMAGENTS_API_KEY"):
             section["api_key"] = env["MMAGENTS_API_KEY"]
-        return cls(**section)
+            origins["serve.api_key"] = Origin("environment variable MMAGENTS_API_KEY")
+        return validate_section(cls, section, "serve", origins)
 
 
 class APIError(Exception):
@@ -164,16 +187,29 @@ class _Turn:
 # -- request handling ----------------------------------------------------------------------------
 
 
-def _status_of(exc: ImageError) -> tuple[int, str]:
+def _image_error(exc: ImageError, config: Config) -> tuple[int, str, str]:
+    """Status, code and a fixed message: nothing of the client's source, or of a file, echoed."""
+    limits = config.images
     if isinstance(exc, ImageTooLargeError):
-        return 413, "image_too_large"
+        return (
+            413,
+            "image_too_large",
+            f"image over the limits ({limits.max_bytes} bytes, {limits.max_pixels} pixels)",
+        )
     if isinstance(exc, RemoteImageRefusedError):
-        return 400, "remote_images_disabled"
-    return 400, "invalid_image"
+        return 400, "remote_images_disabled", "remote images are disabled on this server"
+    if isinstance(exc, ImageSourceRefusedError):
+        return 400, "image_source_refused", str(exc)  # a fixed text that names no source
+    return 400, "invalid_image", "the image could not be loaded or decoded"
 
 
-def _content_of(message: _Message, agent: ChatAgent, index: int) -> tuple[str, list[str]]:
-    """Text and stored image handles of one message's content."""
+def _content_of(
+    message: _Message, agent: ChatAgent, index: int, budget: list[int]
+) -> tuple[str, list[str]]:
+    """Text and stored image handles of one message's content.
+
+    ``budget`` holds how many image parts the request may still carry (shared by its messages).
+    """
     from mmagents.images import default_store
 
     if message.content is None or isinstance(message.content, str):
@@ -183,12 +219,18 @@ def _content_of(message: _Message, agent: ChatAgent, index: int) -> tuple[str, l
         if part.type == "text":
             texts.append(part.text or "")
         elif part.image_url is not None:
+            param = f"messages[{index}].content[{j}].image_url"
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise APIError(
+                    413, "too many images in one request", code="too_many_images", param=param
+                )
             try:
-                images.append(default_store(agent.config).put(part.image_url.url))
+                store = default_store(agent.config)
+                images.append(store.put_from_client(part.image_url.url))
             except ImageError as exc:
-                status, code = _status_of(exc)
-                param = f"messages[{index}].content[{j}].image_url"
-                raise APIError(status, str(exc), code=code, param=param) from None
+                status, code, text = _image_error(exc, agent.config)
+                raise APIError(status, text, code=code, param=param) from None
     return "\n".join(t for t in texts if t), images
 
 
@@ -204,7 +246,9 @@ def _check_supported(request: _ChatRequest) -> None:
         raise APIError(400, "the last message must come from the user", param="messages")
 
 
-def _turn_of(request: _ChatRequest, thread: str | None, agent: ChatAgent) -> _Turn:
+def _turn_of(
+    request: _ChatRequest, thread: str | None, agent: ChatAgent, max_images: int = 8
+) -> _Turn:
     """Split the request into earlier messages and the new user turn (the trailing user ones)."""
     from langchain_core.messages import AIMessage
 
@@ -215,17 +259,18 @@ def _turn_of(request: _ChatRequest, thread: str | None, agent: ChatAgent) -> _Tu
     messages = request.messages
     start = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1) + 1
     history: list[BaseMessage] = []
+    budget = [max_images]
     # A thread that remembers does not take the client's copy of the past again.
     if thread is None or not agent.history(name):
         for i, message in enumerate(messages[:start]):
-            text, images = _content_of(message, agent, i)
+            text, images = _content_of(message, agent, i, budget)
             if message.role == "user":
                 history.append(agent.user_message(text, images))
             elif message.role == "assistant":
                 history.append(AIMessage(content=text))
     texts, found = [], []
     for i, message in enumerate(messages[start:], start):
-        text, images = _content_of(message, agent, i)
+        text, images = _content_of(message, agent, i, budget)
         texts.append(text)
         found.extend(images)
     return _Turn(name, "\n".join(texts), found, history, ephemeral=thread is None)
@@ -292,8 +337,15 @@ def _completion(
     }
 
 
-def _sse_events(agent: ChatAgent, turn: _Turn, model: str) -> Iterator[str]:
-    """The turn as ``chat.completion.chunk`` server-sent events, ending with ``[DONE]``."""
+def _sse_events(
+    agent: ChatAgent, turn: _Turn, model: str, stop: threading.Event | None = None
+) -> Iterator[str]:
+    """The turn as ``chat.completion.chunk`` server-sent events, ending with ``[DONE]``.
+
+    Runs in a worker thread, never across a network send (see :func:`_stream_turn`); when
+    ``stop`` is set (the client left) the turn is closed at its next event, which releases the
+    conversation's lock.
+    """
     from mmagents.graphs.chat_session import AnswerEvent, TokenEvent
 
     base = {
@@ -308,8 +360,11 @@ def _sse_events(agent: ChatAgent, turn: _Turn, model: str) -> Iterator[str]:
         return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
+    events = agent.turn(turn.thread, turn.text, turn.images, history=turn.history)
     try:
-        for event in agent.turn(turn.thread, turn.text, turn.images, history=turn.history):
+        for event in events:
+            if stop is not None and stop.is_set():
+                return
             if isinstance(event, TokenEvent):
                 yield chunk({"content": event.text})
             elif isinstance(event, AnswerEvent):
@@ -318,12 +373,70 @@ def _sse_events(agent: ChatAgent, turn: _Turn, model: str) -> Iterator[str]:
                 yield chunk({}, "length" if event.finish_reason == "step_limit" else "stop")
     except Exception as exc:  # headers are already sent: the error travels as an event
         _log.exception("chat turn failed on thread %s", turn.thread)
-        error = APIError(500, f"{type(exc).__name__}: {exc}", type="server_error")
+        error = APIError(500, client_message(exc), type="server_error")
         yield f"data: {json.dumps(error.body())}\n\n"
     finally:
+        events.close()  # releases the thread's lock now, not when the generator is collected
         if turn.ephemeral:
             agent.reset(turn.thread)
     yield "data: [DONE]\n\n"
+
+
+def _wait_for_thread(agent: ChatAgent, thread: str, stop: threading.Event) -> bool:
+    """Wait until the conversation is free; ``False`` when the client left while waiting.
+
+    A request whose client is gone never starts its turn (it would add its message to the
+    conversation and hold the next request up for nothing).
+    """
+    lock = agent.lock(thread)
+    while not lock.acquire(timeout=0.05):
+        if stop.is_set():
+            return False
+    lock.release()  # the turn takes it again; this only waited for it to be free
+    return not stop.is_set()
+
+
+async def _stream_turn(
+    agent: ChatAgent,
+    turn: _Turn,
+    model: str,
+    limiter: anyio.CapacityLimiter,
+    background: set[asyncio.Future[Any]],
+) -> AsyncIterator[str]:
+    """Server-sent events of a turn that a disconnecting client cannot hang.
+
+    The turn runs in a worker thread that only hands events to a queue; this coroutine does the
+    network sends. When the client leaves, Starlette cancels this generator, ``stop`` is set, and
+    the worker closes the turn at its next event: the conversation's lock is released and the
+    worker returns to the pool. (A sync generator handed to Starlette would instead stay
+    suspended inside the lock forever, holding a worker thread.)
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    stop = threading.Event()
+
+    def hand_over(item: str | None) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            stop.set()
+
+    def produce() -> None:
+        try:
+            if _wait_for_thread(agent, turn.thread, stop):
+                for text in _sse_events(agent, turn, model, stop):
+                    hand_over(text)
+        finally:
+            hand_over(None)
+
+    worker = asyncio.ensure_future(anyio.to_thread.run_sync(produce, limiter=limiter))
+    background.add(worker)  # asyncio keeps only weak references to tasks
+    worker.add_done_callback(background.discard)
+    try:
+        while (item := await queue.get()) is not None:
+            yield item
+    finally:
+        stop.set()
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -350,6 +463,10 @@ def create_app(
     chat = agent or ChatAgent(config)
     started = int(time.time())
     app = FastAPI(title="mmagents", docs_url=None, redoc_url=None)
+    # Turns that run at once (each holds decoded images and a model call); more wait their turn
+    # in the event loop, not in a thread.
+    turns = anyio.CapacityLimiter(settings.max_concurrent_requests)
+    streams: set[asyncio.Future[Any]] = set()
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -362,12 +479,15 @@ def create_app(
 
     @app.middleware("http")
     async def _auth(request: Request, call_next: Any) -> Any:
-        if settings.api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            expected = f"Bearer {settings.api_key}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                error = APIError(401, "missing or incorrect API key", code="invalid_api_key")
-                return await _api_error(request, error)
+        # Everything but the health probe needs the key, /openapi.json included.
+        given = request.headers.get("authorization", "")
+        if (
+            settings.api_key
+            and request.url.path != "/health"
+            and not _key_matches(given, settings.api_key)
+        ):
+            error = APIError(401, "missing or incorrect API key", code="invalid_api_key")
+            return await _api_error(request, error)
         return await call_next(request)
 
     def model_card() -> dict[str, Any]:
@@ -398,22 +518,35 @@ def create_app(
                 param="model",
             )
         thread = request.headers.get(THREAD_HEADER) or body.user
-        turn = await run_in_threadpool(_turn_of, body, thread, chat)
+        turn = await run_in_threadpool(
+            _turn_of, body, thread, chat, settings.max_images_per_request
+        )
         if body.stream:
             return StreamingResponse(
-                _sse_events(chat, turn, settings.model), media_type="text/event-stream"
+                _stream_turn(chat, turn, settings.model, turns, streams),
+                media_type="text/event-stream",
             )
         try:
-            text, finish, calls = await run_in_threadpool(_run_turn, chat, turn)
+            text, finish, calls = await anyio.to_thread.run_sync(
+                _run_turn, chat, turn, limiter=turns
+            )
         except Exception as exc:
             # Answered here rather than by a generic handler, which would also re-raise it and
-            # make uvicorn drop the client's keep-alive connection.
+            # make uvicorn drop the client's keep-alive connection. The client learns the
+            # error's type, never internal detail such as the model endpoint's URL.
             _log.exception("chat turn failed on thread %s", turn.thread)
-            message = f"{type(exc).__name__}: {exc}"
-            raise APIError(500, message, type="server_error") from exc
+            status = 502 if isinstance(exc, EndpointError) else 500
+            raise APIError(status, client_message(exc), type="server_error") from exc
         return _completion(text, finish, calls, settings.model, turn.thread)
 
     return app
+
+
+def _key_matches(header: str, key: str) -> bool:
+    """``Authorization: Bearer <key>``, the scheme in any case (RFC 9110 §11.1)."""
+    scheme, _, given = header.strip().partition(" ")
+    valid_scheme = scheme.lower() == "bearer"
+    return hmac.compare_digest(given.strip().encode(), key.encode()) and valid_scheme
 
 
 def _is_loopback(host: str) -> bool:

@@ -54,7 +54,7 @@ def test_explicit_profile_argument_wins(home: Path) -> None:
         ("profile = 'nope'", "unknown profile"),
         ("[roles.painter]\nbackend = 'x'", "unknown role"),
         ("[roles.llm]\nbackend = ''", "has no backend"),
-        ("[images]\nmax_pixel = 3", "invalid [images]"),
+        ("[images]\nmax_pixel = 3", "unknown key [images] max_pixel"),
         ("this is = = not toml", "invalid TOML"),
     ],
 )

@@ -30,6 +30,8 @@ def _server(home: Path) -> StdioServerParameters:
         else (sys.executable, ["-m", "mmagents.cli", "mcp"])
     )
     env = {"MMAGENTS_HOME": str(home), "PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"}
+    # put_image reads files only under the allowed roots: the samples live in the home.
+    env["MMAGENTS_IMAGES__ALLOWED_ROOTS"] = str(home)
     for role in ("vlm", "scorer", "ocr", "imagegen", "embed"):
         env[f"MMAGENTS_{role.upper()}__BACKEND"] = "fake"
     return StdioServerParameters(command=command, args=args, env=env)
