@@ -6,7 +6,9 @@ their factories, so nothing pays for it until an OpenAI-compatible backend is ac
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -76,36 +78,108 @@ def endpoint_errors(url: str) -> Iterator[None]:
         ) from exc
 
 
+def _retryable(exc: EndpointError) -> bool:
+    """Connection failures, timeouts, 408/409/429 and 5xx are worth another try; 4xx are not."""
+    code = exc.status_code
+    return code is None or code in (408, 409, 429) or code >= 500
+
+
 class EndpointChatOpenAI(ChatOpenAI):
     """``ChatOpenAI`` whose failures are typed :class:`EndpointError` naming the endpoint.
 
     Structured output goes through function calling (``structured_mode = "tools"``): llama.cpp's
     server rejects ``json_schema`` response formats, tool calls work on every compatible server.
+
+    **One deadline per call.** The OpenAI client's own retries multiply its timeout (60 s x 3 =
+    186 s before a hung endpoint fails); here the client makes one attempt and this class retries
+    (``attempts`` in all) with back-off, each attempt's timeout cut to what is left of
+    ``deadline`` seconds. A call never takes longer than ``deadline`` (plus the last
+    attempt's connection set-up). Streams are retried only before their first chunk.
     """
 
     structured_mode: str = Field(default="tools", exclude=True)
+    deadline: float = Field(default=90.0, gt=0, exclude=True)
+    attempts: int = Field(default=3, ge=1, exclude=True)
 
     @property
     def endpoint(self) -> str:
         """The base URL requests go to."""
         return self.openai_api_base or DEFAULT_BASE_URL
 
+    def _attempt_timeout(self, ends: float) -> float:
+        per_attempt = self.request_timeout if isinstance(self.request_timeout, int | float) else 60
+        return max(0.1, min(float(per_attempt), ends - time.monotonic()))
+
+    def _again(self, exc: EndpointError, attempt: int, ends: float) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to give up."""
+        pause = min(0.5 * 2**attempt, 8.0)
+        if not _retryable(exc) or attempt + 1 >= self.attempts:
+            return None
+        if time.monotonic() + pause + 0.1 >= ends:
+            return None
+        return pause
+
     def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        with endpoint_errors(self.endpoint):
-            return super()._generate(*args, **kwargs)
+        ends = time.monotonic() + self.deadline
+        for attempt in range(self.attempts):
+            try:
+                with endpoint_errors(self.endpoint):
+                    kwargs["timeout"] = self._attempt_timeout(ends)
+                    return super()._generate(*args, **kwargs)
+            except EndpointError as exc:
+                pause = self._again(exc, attempt, ends)
+                if pause is None:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable: the last attempt raises or returns")
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        with endpoint_errors(self.endpoint):
-            return await super()._agenerate(*args, **kwargs)
+        ends = time.monotonic() + self.deadline
+        for attempt in range(self.attempts):
+            try:
+                with endpoint_errors(self.endpoint):
+                    kwargs["timeout"] = self._attempt_timeout(ends)
+                    return await super()._agenerate(*args, **kwargs)
+            except EndpointError as exc:
+                pause = self._again(exc, attempt, ends)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the last attempt raises or returns")
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        with endpoint_errors(self.endpoint):
-            yield from super()._stream(*args, **kwargs)
+        ends = time.monotonic() + self.deadline
+        for attempt in range(self.attempts):
+            started = False
+            try:
+                with endpoint_errors(self.endpoint):
+                    kwargs["timeout"] = self._attempt_timeout(ends)
+                    for chunk in super()._stream(*args, **kwargs):
+                        started = True
+                        yield chunk
+                    return
+            except EndpointError as exc:
+                pause = None if started else self._again(exc, attempt, ends)
+                if pause is None:
+                    raise
+                time.sleep(pause)
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        with endpoint_errors(self.endpoint):
-            async for chunk in super()._astream(*args, **kwargs):
-                yield chunk
+        ends = time.monotonic() + self.deadline
+        for attempt in range(self.attempts):
+            started = False
+            try:
+                with endpoint_errors(self.endpoint):
+                    kwargs["timeout"] = self._attempt_timeout(ends)
+                    async for chunk in super()._astream(*args, **kwargs):
+                        started = True
+                        yield chunk
+                    return
+            except EndpointError as exc:
+                pause = None if started else self._again(exc, attempt, ends)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
 
 
 def make_chat(
@@ -117,6 +191,7 @@ def make_chat(
     max_tokens: int,
     timeout: float,
     max_retries: int,
+    deadline: float = 90.0,
     cache: bool | None = None,
 ) -> EndpointChatOpenAI:
     """Build the chat model for one endpoint (see ``build_openai_chat`` for the options)."""
@@ -128,7 +203,10 @@ def make_chat(
         "temperature": temperature,
         "max_completion_tokens": max_tokens,
         "timeout": timeout,
-        "max_retries": max_retries,
+        # Retries are ours, under one deadline (see EndpointChatOpenAI); the client tries once.
+        "max_retries": 0,
+        "attempts": max_retries + 1,
+        "deadline": deadline,
         "cache": cache,
     }
     if urlparse(url).hostname != "api.openai.com":

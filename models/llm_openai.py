@@ -1,7 +1,8 @@
 """llm backend ``openai``: any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp, Ollama).
 
 The model is LangChain's ``ChatOpenAI`` with two additions: every transport or HTTP failure is an
-:class:`~mmagents.errors.EndpointError` naming the URL (never a hang: requests time out), and
+:class:`~mmagents.errors.EndpointError` naming the URL (never a hang: one ``deadline`` bounds each
+call, retries included), and
 structured output uses function calling, which llama.cpp's server supports where it rejects
 ``json_schema`` response formats. Use it through
 :func:`mmagents.models.structured.invoke_structured`.
@@ -28,6 +29,7 @@ def build_openai_chat(
     max_tokens: int = 512,
     timeout: float = 60.0,
     max_retries: int = 2,
+    deadline: float = 90.0,
 ) -> BaseChatModel:
     """Build a chat model for an OpenAI-compatible endpoint.
 
@@ -39,8 +41,10 @@ def build_openai_chat(
             api.openai.com, which accept any.
         temperature: Sampling temperature.
         max_tokens: Maximum new tokens per call.
-        timeout: Seconds before a request is abandoned.
-        max_retries: Retries (with back-off) on connection errors and 429/5xx answers.
+        timeout: Seconds one attempt may take.
+        max_retries: Retries (with back-off) on connection errors, timeouts and 429/5xx answers.
+        deadline: Seconds one call may take in all, retries included: a hung endpoint fails
+            after this long, not after ``timeout x (1 + max_retries)``.
 
     Raises:
         BackendUnavailableError: ``langchain-openai`` is not installed.
@@ -55,5 +59,6 @@ def build_openai_chat(
         max_tokens=max_tokens,
         timeout=timeout,
         max_retries=max_retries,
+        deadline=deadline,
     )
     return chat

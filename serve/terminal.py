@@ -171,6 +171,12 @@ class ChatREPL:
                     return 0
             except MMAgentsError as exc:  # one bad turn or path does not end the session
                 self.console.print(f"error: {type(exc).__name__}: {exc}", style="red", markup=False)
+            except OSError as exc:  # nor does a full disk or an unwritable image folder
+                reason = exc.strerror or str(exc)
+                where = f" ({exc.filename})" if exc.filename else ""
+                self.console.print(
+                    f"error: {type(exc).__name__}: {reason}{where}", style="red", markup=False
+                )
             except KeyboardInterrupt:
                 self.console.print("\n(interrupted)")
 
