@@ -299,7 +299,13 @@ def _typed(annotation: Any, metadata: list[Any], value: Any, origin: Origin) -> 
         Annotated[annotation, *metadata] if metadata else annotation
     )
     if origin.raw is not None:
-        return adapter.validate_python(origin.raw, strict=False)
+        try:
+            return adapter.validate_python(origin.raw, strict=False)
+        except ValidationError:
+            if isinstance(value, str):
+                raise
+            # A TOML literal in the variable (``[1, 2]``, ``{a = 1}``) for a list or table field.
+            return adapter.validate_python(value, strict=False)
     return adapter.validate_python(value, strict=True)
 
 
