@@ -53,41 +53,72 @@ class Structured(Generic[M]):
     raw: str
 
 
+#: Deepest nesting of objects and arrays accepted. Real answers nest a few levels; a reply nested
+#: ~1,000 deep would make ``json.loads`` (and pydantic) raise ``RecursionError``.
+MAX_DEPTH = 64
+
+
+def _scan(text: str) -> tuple[str | None, int]:
+    """One pass over ``text`` from its first ``{``: the first balanced ``{...}`` (honouring
+    strings and escapes) and the deepest nesting of ``{``/``[`` outside strings.
+
+    Linear in ``len(text)``: every ``{`` is matched on the same pass (a stack of open
+    positions), not by a new scan per candidate start. The object returned is the one whose
+    ``{`` comes first among those that close.
+    """
+    first = text.find("{")
+    if first == -1:
+        return None, 0
+    braces: list[int] = []  # positions of the unclosed "{"
+    brackets = deepest = 0
+    best: tuple[int, int] | None = None
+    in_string = escaped = False
+    for i in range(first, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            braces.append(i)
+            deepest = max(deepest, len(braces) + brackets)
+        elif ch == "[":
+            brackets += 1
+            deepest = max(deepest, len(braces) + brackets)
+        elif ch == "]":
+            brackets = max(0, brackets - 1)
+        elif ch == "}" and braces:
+            start = braces.pop()
+            if best is None or start < best[0]:
+                best = (start, i)
+            if not braces:
+                break  # an outermost object closed: no earlier "{" is still open
+    return (text[best[0] : best[1] + 1] if best else None), deepest
+
+
 def _balanced_object(text: str) -> str | None:
     """The first balanced ``{...}`` in ``text``, honouring strings and escapes."""
-    start = text.find("{")
-    while start != -1:
-        depth, in_string, escaped = 0, False, False
-        for i in range(start, len(text)):
-            ch = text[i]
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif ch == "\\":
-                    escaped = True
-                elif ch == '"':
-                    in_string = False
-            elif ch == '"':
-                in_string = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start : i + 1]
-        start = text.find("{", start + 1)
-    return None
+    return _scan(text)[0]
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
     """Parse the JSON object in a model's text, tolerating the usual small-model noise.
 
     Raises:
-        ValueError: no JSON object could be recovered.
+        ValueError: no JSON object could be recovered, or the text nests objects and arrays
+            deeper than :data:`MAX_DEPTH` (refused before parsing: it cannot crash the caller).
     """
+    obj, deepest = _scan(text)
+    if deepest > MAX_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
     candidates = [text.strip()]
     candidates += [m.strip() for m in _FENCE.findall(text)]
-    if (obj := _balanced_object(text)) is not None:
+    if obj is not None:
         candidates.append(obj)
     for candidate in candidates:
         for variant in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
@@ -95,7 +126,7 @@ def parse_json_object(text: str) -> dict[str, Any]:
                 # strict=False accepts raw control characters inside strings, which
                 # grammar-constrained llama.cpp output can carry.
                 value = json.loads(variant, strict=False)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(value, dict):
                 return value

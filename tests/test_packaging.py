@@ -64,7 +64,15 @@ def test_wheel_imports_in_a_clean_venv(wheel: Path, tmp_path: Path) -> None:
     ).stdout.strip()
     # Dependencies come from this environment's site-packages (as plain path entries, so the
     # editable install's import hook is NOT active there); the project itself from the wheel.
-    deps = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    # sys.path too: a venv layered on a shared base environment (scripts/setup.sh) reaches the
+    # base's site-packages through a .pth file, which a plain path entry does not follow.
+    deps = list(
+        dict.fromkeys(
+            p
+            for p in [*site.getsitepackages(), *sys.path]
+            if p.endswith("-packages") and Path(p).is_dir()
+        )
+    )
     Path(target, "_deps.pth").write_text("\n".join(deps) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target, str(wheel)],
