@@ -36,7 +36,7 @@ def live_server() -> Iterator[Callable[..., str]]:
     pytest.importorskip("fastapi")
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from mmagents.graphs.chat import ChatAgent
+    from mmagents.graphs.chat_session import ChatAgent
     from mmagents.serve.openai_app import ServeSettings, create_app
 
     servers: list[tuple[Any, threading.Thread]] = []

@@ -27,7 +27,7 @@ from .conftest import KEY, MODEL, fake_roles_config
 
 
 def test_terminal_reports_an_oserror_in_image_and_continues(home: Path) -> None:
-    from mmagents.graphs.chat import ChatAgent
+    from mmagents.graphs.chat_session import ChatAgent
     from mmagents.serve.terminal import run_chat
 
     config = fake_roles_config(home)
