@@ -156,15 +156,15 @@ def _check_options(runner: Runner, target: str, options: Mapping[str, Any]) -> N
 def cache_wrap(store: CallCache) -> Wrap:
     """The per-run hook that routes a :class:`Models`' calls through ``store``.
 
-    The llm gets a LangChain cache of its own (the instance belongs to this run's runtime, so
-    setting it touches no other run); the vision roles get a :class:`CachingBackend` proxy.
+    The llm is a copy of the backend with a LangChain cache of its own (the original, possibly
+    shared with other runs or injected by a caller, is left untouched); the vision roles get a
+    :class:`CachingBackend` proxy.
     """
     llm_cache = LLMCallCache(store)
 
     def wrap(role: str, spec: RoleConfig, backend: Any) -> Any:
         if role == "llm":
-            backend.cache = llm_cache
-            return backend
+            return backend.model_copy(update={"cache": llm_cache})
         if role in CACHED_METHODS and not isinstance(backend, CachingBackend):
             return CachingBackend(role, spec, backend, store)
         return backend

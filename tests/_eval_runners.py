@@ -1,17 +1,20 @@
 """Tiny task runners for the eval-harness tests (importable as ``_eval_runners`` from tests/).
 
-They follow the runner contract ``fn(sample, config, **options) -> {"prediction": ...}`` without
-depending on any pipeline graph, so the harness is tested on its own.
+They follow the runner contracts ``fn(sample, config, **options) -> {"prediction": ...}`` (older)
+and ``fn(sample, *, models, settings)`` (the run's runtime) without depending on any pipeline graph,
+so the harness is tested on its own.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image
 
 from mmagents._config import Config
+from mmagents.runtime import Models
 
 
 def echo(
@@ -38,6 +41,17 @@ def with_models(sample: dict[str, Any], config: Config) -> dict[str, Any]:
     reply = load_role("llm", config).invoke(f"Classify: {sample['text']}").content
     caption = load_role("vlm", config).caption(image)
     lines = load_role("ocr", config).read(image)
+    return {"prediction": str(reply).strip(), "caption": caption, "ocr": lines[0].text}
+
+
+def with_runtime(
+    sample: dict[str, Any], *, models: Models, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """As :func:`with_models`, through the run's runtime (the new-style runner contract)."""
+    image = Image.new("RGB", (16, 16), tuple(sample["colour"]))
+    reply = models.llm.invoke(f"Classify: {sample['text']}").content
+    caption = models.vlm.caption(image)
+    lines = models.ocr.read(image)
     return {"prediction": str(reply).strip(), "caption": caption, "ocr": lines[0].text}
 
 

@@ -26,6 +26,7 @@ from mmagents.eval.results import read_records
 from mmagents.eval.runner import parse_shard, run_task
 from mmagents.eval.scale import merge_runs
 from mmagents.models import load_role
+from mmagents.models.fake import FakeOCR, FakeVLM, ScriptedChat
 
 TESTS = Path(__file__).resolve().parent
 
@@ -250,6 +251,28 @@ def test_second_identical_run_hits_the_cache_for_every_call(tmp_path: Path, home
     assert a == b  # cached answers are the same answers
     third = run_task(task, config, data=data, out=tmp_path / "c", use_cache=False, progress=False)
     assert counts(config) == (12, 12) and third.info["cache"] == {"enabled": False}
+
+
+def test_runtime_runner_gets_exactly_its_runs_cache(tmp_path: Path, home: Path) -> None:
+    config = model_config(home, tag=tmp_path.name)
+    llm, vlm = ScriptedChat(replies=["yes"], cycle=True), FakeVLM(tag=tmp_path.name)
+    backends = {"llm": llm, "vlm": vlm, "ocr": FakeOCR(text="hi")}
+    task = make_task(tmp_path, "_eval_runners:with_runtime", metrics="[accuracy]")
+    data = make_data(tmp_path, 3, text=lambda i: f"text {i}", colour=lambda i: [i * 40, 9, 0])
+
+    def run(out: str, **kw: Any) -> Any:
+        return run_task(
+            task, config, data=data, out=tmp_path / out, backends=backends, progress=False, **kw
+        )
+
+    first = run("a")
+    assert first.info["cache"]["misses"] == 9 and (len(llm.calls), vlm.calls) == (3, 3)
+    second = run("b")
+    assert second.info["cache"]["hits"] == 9 and (len(llm.calls), vlm.calls) == (3, 3)
+    third = run("c", use_cache=False)
+    assert third.info["cache"] == {"enabled": False} and (len(llm.calls), vlm.calls) == (6, 6)
+    assert llm.cache is None  # the caller's model was never given the run's cache
+    assert third.errors == 0
 
 
 def test_cache_file_is_shared_across_processes(tmp_path: Path, home: Path) -> None:
