@@ -32,6 +32,8 @@ CONVERTERS: dict[str, str] = {
     "snli-ve": "mmagents.eval.convert.snli_ve:convert",
     "imagenet": "mmagents.eval.convert.imagenet:convert",
     "mrharm": "mmagents.eval.convert.mrharm:convert",
+    "vg150": "mmagents.eval.convert.vg150:convert",
+    "gqa200": "mmagents.eval.convert.gqa200:convert",
 }
 
 
