@@ -33,6 +33,7 @@ from typing import Any
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 
 from mmagents._config import RoleConfig
+from mmagents.errors import CacheError
 from mmagents.tracing import note_cache
 
 __all__ = [
@@ -81,14 +82,29 @@ class CallCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
         self.uncacheable: Counter[str] = Counter()
-        self._connection()  # create the schema now, so errors surface before the run starts
+        #: entries that could not be decoded (treated as misses and replaced)
+        self.corrupt: Counter[str] = Counter()
+        try:
+            if self.path.is_dir():
+                raise CacheError(
+                    f"model-call cache {self.path} is a directory, not a file; "
+                    "choose another with --cache, or pass --no-cache"
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Create the schema now, so a bad file fails before the run starts, not mid-run.
+            self._connection().execute("SELECT count(*) FROM calls").fetchone()
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise CacheError(
+                f"cannot use the model-call cache {self.path}: {exc}; "
+                "delete the file, choose another with --cache, or pass --no-cache"
+            ) from None
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -121,6 +137,13 @@ class CallCache:
             (key, kind, value, time.time()),
         )
 
+    def note_corrupt(self, kind: str, key: str) -> None:
+        """Count an entry that did not decode (it is then recomputed and replaced)."""
+        with self._lock:
+            self.corrupt[kind] += 1
+            self.hits[kind] -= 1  # get() counted it as a hit; it is a miss
+            self.misses[kind] += 1
+
     def note_uncacheable(self, kind: str) -> None:
         """Count a call that could not be cached (it ran normally)."""
         with self._lock:
@@ -135,6 +158,7 @@ class CallCache:
                 "hits": sum(self.hits.values()),
                 "misses": sum(self.misses.values()),
                 "uncacheable": sum(self.uncacheable.values()),
+                "corrupt": sum(self.corrupt.values()),
                 "by_kind": {
                     k: {
                         "hits": self.hits[k],
@@ -198,10 +222,15 @@ class LLMCallCache(BaseCache):
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations of this prompt on this model, or ``None``."""
-        raw = self.store.get("llm", _digest("llm", llm_string, prompt))
+        key = _digest("llm", llm_string, prompt)
+        raw = self.store.get("llm", key)
         if raw is None:
             return None
-        return [_generation_from_json(g) for g in json.loads(raw)]
+        try:
+            return [_generation_from_json(g) for g in json.loads(raw)]
+        except Exception:  # a bad entry is a miss: the call runs and update() replaces it
+            self.store.note_corrupt("llm", key)
+            return None
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations of this prompt on this model."""
@@ -354,7 +383,10 @@ class CachingBackend:
                 return call(*args, **kwargs)
             raw = self._store.get(kind, key)
             if raw is not None:
-                return decode_value(json.loads(raw))
+                try:
+                    return decode_value(json.loads(raw))
+                except Exception:  # a bad entry is a miss: recomputed below and replaced
+                    self._store.note_corrupt(kind, key)
             result = call(*args, **kwargs)
             try:
                 self._store.put(kind, key, json.dumps(encode_value(result)))

@@ -20,7 +20,15 @@ from mmagents.eval.tasks import TaskSpec
 if TYPE_CHECKING:
     from mmagents._config import Config
 
-__all__ = ["IMAGE_SUFFIXES", "iter_jsonl", "load_dataset", "load_image_folder", "load_jsonl"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "check_limit",
+    "iter_jsonl",
+    "load_dataset",
+    "load_image_folder",
+    "load_jsonl",
+    "validate_targets",
+]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 _REMOTE = ("http://", "https://", "data:")
@@ -30,10 +38,21 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, object)`` for each non-blank line of a JSONL file.
 
     Raises:
-        DatasetError: invalid JSON or a non-object line, naming ``file:line``.
+        DatasetError: invalid UTF-8, invalid JSON, JSON nested too deep to parse, or a non-object
+            line, naming ``file:line``; an unreadable file.
     """
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise DatasetError(path, f"cannot read: {exc.strerror or exc}") from None
+    with handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(
+                    path, f"invalid UTF-8 at byte {exc.start} of the line", line_no
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -42,11 +61,75 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DatasetError(
                     path, f"invalid JSON: {exc.msg} (column {exc.colno})", line_no
                 ) from None
+            except RecursionError:
+                raise DatasetError(path, "JSON nested too deep to read", line_no) from None
             if not isinstance(record, dict):
                 raise DatasetError(
                     path, f"expected a JSON object, got {type(record).__name__}", line_no
                 )
             yield line_no, record
+
+
+#: Metrics whose target is a list of answers (VQA's ten annotators); every other metric scores
+#: one class label per sample.
+_LIST_TARGET_METRICS = frozenset({"vqa_accuracy"})
+
+
+def _bad_label(value: Any, allow_list: bool) -> str | None:
+    """Why ``value`` cannot be a target label, or ``None`` when it can."""
+    if isinstance(value, bool) or value is None:
+        return f"a label must be a string or an integer, got {json.dumps(value)}"
+    if isinstance(value, str):
+        return None if value.strip() else "a label must not be empty"
+    if isinstance(value, int):
+        return None
+    if isinstance(value, float):
+        return f"a label must be a string or an integer, got the number {value!r}"
+    if isinstance(value, list) and allow_list:
+        if not value:
+            return "the list of answers is empty"
+        reasons = [r for v in value if (r := _bad_label(v, False))]
+        return reasons[0] if reasons else None
+    return f"a label must be a string or an integer, got {type(value).__name__} {value!r:.60}"
+
+
+def validate_targets(task: TaskSpec, samples: list[dict[str, Any]], path: object) -> None:
+    """Check every sample's target before the run starts, so a ``null``, ``1.5``, ``NaN``,
+    ``[1, 2]`` or ``{"a": 1}`` label is an error naming the sample, never a class of its own.
+
+    When a metric declares its label set (``macro_f1: {labels: [...]}``), every normalised
+    target must be in it.
+
+    Raises:
+        DatasetError: the first bad target, naming its sample id.
+    """
+    if not task.target:
+        return
+    allow_list = any(m.name in _LIST_TARGET_METRICS for m in task.metrics)
+    declared = [m.params.get("labels") for m in task.metrics if m.params.get("labels")]
+    normalise = task.build_normalizer() if declared else None
+    labels = {str(label) for group in declared for label in group}
+    for sample in samples:
+        if task.target not in sample:
+            continue  # a missing field is the loader's ``required`` check
+        value = sample[task.target]
+        reason = _bad_label(value, allow_list)
+        if reason is None and normalise is not None and not isinstance(value, list):
+            normalised = normalise(value)
+            if str(normalised) not in labels:
+                reason = f"label {value!r} is not one of the task's labels {sorted(labels)}"
+        if reason is not None:
+            raise DatasetError(path, f"sample {sample.get('id')!r}: {reason}")
+
+
+def check_limit(limit: int | None) -> None:
+    """``--limit`` must be a positive count (``-2`` silently meant "all but the last two").
+
+    Raises:
+        DatasetError: a zero or negative limit.
+    """
+    if limit is not None and limit < 1:
+        raise DatasetError("--limit", f"must be a positive number of samples, got {limit}")
 
 
 def _resolve_image(value: Any, base: Path, path: Path, line: int, field: str) -> str:
@@ -120,6 +203,8 @@ def load_jsonl(
         seen[sample_id] = line_no
         record["id"] = sample_id
         samples.append(record)
+    if not samples:
+        raise DatasetError(path, "the data file has no records (it is empty or blank)")
     return samples
 
 
@@ -171,6 +256,7 @@ def load_dataset(
             :func:`mmagents.eval.hf.iter_hf_samples`.
         TaskError: no path given and the task has no default.
     """
+    check_limit(limit)
     data = task.data_path(path)
     spec = task.dataset
     if spec.loader == "hf":
@@ -186,6 +272,7 @@ def load_dataset(
         samples = load_jsonl(
             data, required=spec.required, image_fields=spec.image_fields, id_field=task.id_field
         )
+    validate_targets(task, samples, data)
     if spec.attach_classes and task.target:
         classes = sorted({str(s[task.target]) for s in samples})
         for sample in samples:

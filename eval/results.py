@@ -75,7 +75,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 bad += 1  # a line cut short by kill -9 / power loss
                 continue
             if isinstance(record, dict) and "id" in record:
@@ -167,6 +167,15 @@ class FolderLock:
         self.release()
 
 
+def _lacks_final_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
+
+
 class ResultsWriter:
     """Appends records to a results file: one JSON line each, flushed and fsynced.
 
@@ -178,6 +187,11 @@ class ResultsWriter:
         self.path = path
         self._handle = path.open("a", encoding="utf-8")
         self._lock = threading.Lock()
+        if _lacks_final_newline(path):
+            # A last record written without its newline (an editor, a copied file): the next
+            # record would be glued onto it and both would be lost as one corrupt line.
+            self._handle.write("\n")
+            self._handle.flush()
 
     def append(self, *records: Mapping[str, Any]) -> None:
         """Append records durably: all lines written, then one flush and one fsync.

@@ -37,7 +37,7 @@ from mmagents._config import Config, RoleConfig
 from mmagents._registry import import_string
 from mmagents.errors import ConfigError, MMAgentsError, TaskError
 from mmagents.eval.cache import CACHED_METHODS, CachingBackend, CallCache, LLMCallCache, installed
-from mmagents.eval.datasets import load_dataset
+from mmagents.eval.datasets import check_limit, load_dataset
 from mmagents.eval.metrics import METRICS
 from mmagents.eval.results import (
     METRICS_FILE,
@@ -500,6 +500,7 @@ def run_task(
     try:
         runner = _runner_of(spec, config, run_options, store, backends)
         # The loader may stop reading at --limit only when no seeded subset is drawn from it all.
+        check_limit(limit)
         rows = load_dataset(spec, data, config=config, limit=limit if sample is None else None)
         selection = select_samples(rows, limit, shard, sample)
         out = Path(out).expanduser()

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "CacheError",
     "ConfigError",
     "DatasetError",
     "EndpointError",
@@ -51,6 +52,10 @@ class DatasetError(MMAgentsError):
         self.line = line
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {message}")
+
+
+class CacheError(MMAgentsError):
+    """The model-call cache file cannot be used (not a database, a directory, unwritable)."""
 
 
 class BackendError(MMAgentsError):
