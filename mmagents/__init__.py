@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mmagents._config import ROLES, Config, RoleConfig, available_profiles, load_config
 from mmagents._cpu import prefer_passive_waits
 from mmagents._registry import lazy_attributes
 from mmagents.errors import (
@@ -31,6 +30,7 @@ from mmagents.errors import (
 )
 
 if TYPE_CHECKING:
+    from mmagents._config import ROLES, Config, RoleConfig, available_profiles, load_config
     from mmagents.images import ImageStore, default_store
     from mmagents.models import load_role
     from mmagents.samples import sample_path
@@ -59,7 +59,14 @@ __all__ = [
     "sample_path",
 ]
 
+# The config module pulls in pydantic; the command line's --help and the lazy registry need
+# none of it, so even the core names load on first use.
 _LAZY = {
+    "ROLES": "mmagents._config:ROLES",
+    "Config": "mmagents._config:Config",
+    "RoleConfig": "mmagents._config:RoleConfig",
+    "available_profiles": "mmagents._config:available_profiles",
+    "load_config": "mmagents._config:load_config",
     "ImageStore": "mmagents.images:ImageStore",
     "default_store": "mmagents.images:default_store",
     "load_role": "mmagents.models:load_role",

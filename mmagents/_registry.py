@@ -19,7 +19,6 @@ is already registered: a plugin cannot silently shadow a built-in.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -64,6 +63,10 @@ def entry_point_targets(group: str, prefix: str = "") -> dict[str, str]:
         ConfigError: an entry point that names a module but no attribute.
     """
     targets: dict[str, str] = {}
+    # importlib.metadata costs more than the rest of `import mmagents` (it parses package
+    # metadata via the email package); only a registry lookup needs it, never `mmagents --help`.
+    import importlib.metadata
+
     for point in importlib.metadata.entry_points(group=group):
         if not point.name.startswith(prefix):
             continue

@@ -179,3 +179,20 @@ def test_reading_the_table_imports_no_graph_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_run_help_lists_each_pipelines_arguments(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmagents.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["run", name, "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and f"mmagents run {name}" in out
+    pipeline = get_pipeline(name)
+    if pipeline.on_contract():  # generated from the input schema
+        for field in pipeline.input_schema().model_fields:
+            assert "--" + field.replace("_", "-") in out
+        assert "--set" in out and "--json" in out
