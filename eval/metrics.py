@@ -284,7 +284,16 @@ METRICS: dict[str, Metric] = {
     "mean": mean,
     "avg_rounds": avg_rounds,
     "ece": ece,
+    # PredCls (RECODE's sgg_eval.py rules); imported on use so this table stays light.
+    "predcls_recall": lambda records, **p: _predcls("predcls_recall", records, **p),
+    "predcls_mean_recall": lambda records, **p: _predcls("predcls_mean_recall", records, **p),
 }
+
+
+def _predcls(name: str, records: Sequence[Record], **params: Any) -> float | None:
+    from mmagents.eval import recode_predcls
+
+    return getattr(recode_predcls, name)(records, **params)  # type: ignore[no-any-return]
 
 
 def metric_key(name: str, params: Mapping[str, Any]) -> str:

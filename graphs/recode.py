@@ -56,6 +56,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from mmagents._config import Config
 from mmagents.agents import cue_writer
 from mmagents.errors import ConfigError
+from mmagents.graphs import _recode_paper as paper
 from mmagents.graphs._cues import crop, cue_cache, role_identity, text_feature_cache
 from mmagents.graphs._relation_vocab import cue_group, implausible_reason, super_category
 from mmagents.graphs._settings import PipelineSettings, context_of, resolve_settings
@@ -113,6 +114,17 @@ class RecodeSettings(PipelineSettings):
     )
     max_repairs: int = Field(
         2, ge=0, le=10, description="repair attempts per LLM answer that does not validate"
+    )
+    protocol: Literal["mmagents", "paper"] = Field(
+        "mmagents",
+        description="scoring: mmagents (cue score + triplet term, settings above) or paper "
+        "(RECODE's reference: name terms + 2.0 x cue score, human/animal/product keys, "
+        "layout bins, per-(label, predicate) filter tables; see graphs/_recode_paper.py)",
+    )
+    filter_tables: str | None = Field(
+        None,
+        description="protocol=paper: JSON file {subject: {label_predicate: bool}, object: {...}} "
+        "(RECODE's sub/obj valid tables); none given = nothing filtered",
     )
 
 
@@ -288,7 +300,11 @@ class _Recoder:
         for role in ("subject", "object"):
             entity = _entity(state.get(role), role)
             group = super_category(entity["category"])
-            entity.update(super=group, cue_group=cue_group(group, s.categories))
+            if s.protocol == "paper":  # exact list membership (clip.py:252-258)
+                key_group = paper.paper_category(entity["category"])
+            else:
+                key_group = cue_group(group, s.categories)
+            entity.update(super=group, cue_group=key_group)
             entities[role] = entity
         given = state.get("predicates") or s.predicates or []
         predicates = list(dict.fromkeys(p.strip() for p in given if p.strip()))
@@ -299,9 +315,14 @@ class _Recoder:
             )
         to_score: list[str] = []
         filtered: list[Filtered] = []
+        tables = _filter_tables(s.filter_tables) if s.protocol == "paper" else None
         for predicate in predicates:
             reason = None
-            if s.filter in ("rules", "both"):
+            if tables is not None:
+                sub, obj = entities["subject"]["category"], entities["object"]["category"]
+                if not tables.valid(sub, obj, predicate):
+                    reason = "paper: filter table (score 0)"
+            elif s.filter in ("rules", "both"):
                 reason = implausible_reason(
                     predicate, entities["subject"]["super"], entities["object"]["super"]
                 )
@@ -385,12 +406,13 @@ class _Recoder:
         dropped: list[Filtered] = []
         scored = []
         for predicate in state["to_score"]:
-            if s.filter in ("llm", "both") and not cues[predicate]["plausible"]:
+            paper_run = s.protocol == "paper"
+            if not paper_run and s.filter in ("llm", "both") and not cues[predicate]["plausible"]:
                 dropped.append({"predicate": predicate, "reason": "llm: judged implausible"})
             else:
                 scored.append(predicate)
         image = self.models.store.resolve(state["image"])
-        mode = self.spatial_mode(s)
+        mode = "layout" if s.protocol == "paper" else self.spatial_mode(s)
         ranking = _Scoring(self, s, mode, image, state).rank(scored, cues) if scored else []
         filtered = [*state.get("filtered", []), *dropped]
         return {
@@ -418,6 +440,9 @@ class _Scoring:
         regions = [crop(image, sb), crop(image, ob), crop(image, union)]
         if mode == "image":
             regions.append(draw_spatial_image(sb, ob))
+        elif mode == "layout":  # the pair's canonical layout (tools/judge_spatial.py)
+            self.layout = paper.layout_name(sb, ob)
+            regions.append(_layout_image(self.layout))
         scorer = nodes.models.scorer
         # All regions of the image in one forward pass.
         self.region_features = np.asarray(scorer.embed_images(regions), dtype=np.float32)
@@ -426,6 +451,20 @@ class _Scoring:
 
     def _texts(self, predicate: str, cues: Mapping[str, Any]) -> dict[str, list[str]]:
         s, o = self.sub["category"], self.obj["category"]
+        if self.mode == "layout":  # the reference's rewrites (clip.py:260-323)
+            key = f"{predicate}_{self.sub['cue_group']}_{self.obj['cue_group']}"
+            return {
+                "subject": [
+                    paper.subject_cue_text(c, s) for c in paper.usable_cues(cues["subject_cues"])
+                ],
+                "object": [
+                    paper.object_cue_text(c, o) for c in paper.usable_cues(cues["object_cues"])
+                ],
+                "spatial": [
+                    paper.spatial_cue_text(c, key) for c in paper.usable_cues(cues["spatial_cues"])
+                ],
+                "triplet": [predicate],  # the bare name (PHOTO False: clip.py:166-168)
+            }
         supers = (self.sub["cue_group"], self.obj["cue_group"])
         return {
             "subject": [subject_text(c, s) for c in cues["subject_cues"]],
@@ -438,20 +477,22 @@ class _Scoring:
         """Evidence and score of each predicate, best first."""
         texts = {p: self._texts(p, cues[p]) for p in predicates}
         kinds = ["subject", "object", "triplet"]
-        if self.mode == "image":
+        if self.mode in ("image", "layout"):
             kinds.append("spatial")
         flat = list(dict.fromkeys(t for p in predicates for k in kinds for t in texts[p][k]))
         scorer = self.nodes.models.scorer
         feats = self.nodes.features.features(scorer, self.nodes.ids["scorer"], flat)
         sims = feature_scores(self.scale, self.region_features, feats)  # regions x texts
         column = {t: i for i, t in enumerate(flat)}
-        out = [self._one(p, texts[p], cues[p], sims, column) for p in predicates]
+        one = self._one_paper if self.mode == "layout" else self._one
+        out = [one(p, texts[p], cues[p], sims, column) for p in predicates]
         return sorted(out, key=lambda e: -e["score"])
 
     def _kind(self, row: Any, texts: list[str], column: Mapping[str, int]) -> dict[str, Any]:
         values = [float(row[column[t]]) for t in texts]
         return {
-            "score": round(sum(values) / len(values), 4),
+            # No usable cue scores 0, as the reference skips an empty cue list (clip.py:412-413).
+            "score": round(sum(values) / len(values), 4) if values else 0.0,
             "cues": [{"text": t, "score": round(v, 4)} for t, v in zip(texts, values, strict=True)],
         }
 
@@ -498,6 +539,71 @@ class _Scoring:
                 "reasoning": cues.get("reasoning", ""),
             },
         }
+
+    def _one_paper(
+        self,
+        predicate: str,
+        texts: dict[str, list[str]],
+        cues: Mapping[str, Any],
+        sims: Any,
+        column: Mapping[str, int],
+    ) -> dict[str, Any]:
+        """S_name + O_name + 2.0 (w_s S + w_o O + 0.6 w_p P) (graphs/_recode_paper.py)."""
+        subject = self._kind(sims[0], texts["subject"], column)
+        object_ = self._kind(sims[1], texts["object"], column)
+        spatial = self._kind(sims[3], texts["spatial"], column)
+        name = texts["triplet"]
+        s_name = self._kind(sims[0], name, column)["score"]
+        o_name = self._kind(sims[1], name, column)["score"]
+        raw = [float(cues["weights"][k]) for k in ("subject", "object", "spatial")]
+        ws, wo, wp = (paper.WEIGHT_SUM * w for w in paper.normalise_weights(raw))
+        cue_term = ws * subject["score"] + wo * object_["score"]
+        cue_term += wp * spatial["score"] * paper.SPATIAL_FACTOR
+        score = (s_name + o_name + cue_term) / paper.TAU
+        return {
+            "predicate": predicate,
+            "score": round(score, 4),
+            "evidence": {
+                "subject": {**subject, "weight": round(ws, 4)},
+                "object": {**object_, "weight": round(wo, 4)},
+                "spatial": {**spatial, "weight": round(wp, 4), "mode": f"layout:{self.layout}"},
+                "triplet": {"text": name[0], "score": round(s_name + o_name, 4)},
+                "reasoning": cues.get("reasoning", ""),
+            },
+        }
+
+
+def _layout_image(name: str) -> Any:
+    """The drawn canonical layout (one of 1,944, so drawn once each per process)."""
+    image = _LAYOUTS.get(name)
+    if image is None:
+        image = _LAYOUTS.setdefault(name, paper.draw_layout(name))
+    return image
+
+
+#: Pure function of the name (1,944 entries at most): shared, nothing run-specific in it.
+_LAYOUTS: dict[str, Any] = {}
+
+
+def _filter_tables(path: str | None) -> paper.FilterTables:
+    """The paper's per-(label, predicate) tables from a JSON file (none: nothing filtered).
+
+    Raises:
+        ConfigError: unreadable file or not ``{"subject": {...}, "object": {...}}``.
+    """
+    if path is None:
+        return paper.FilterTables()
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+        subject, object_ = data.get("subject"), data.get("object")
+        if not all(t is None or isinstance(t, dict) for t in (subject, object_)):
+            raise ValueError("tables must be objects")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"[graphs.recode] filter_tables {path!r}: {err}") from None
+    return paper.FilterTables(subject=subject, object=object_)
 
 
 def _geometric_scorer(nodes: _Recoder, settings: RecodeSettings) -> GeometricSpatialScorer:

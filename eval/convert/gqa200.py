@@ -103,6 +103,7 @@ def convert(
                 idx_to_label=dict(enumerate(classes)),
                 predicates=predicates,
                 dataset="gqa200",
+                num_classes=len(predicates_all),
             )
         )
         if split == "val" and len(records) == NUM_VAL:

@@ -63,6 +63,7 @@ def relation_record(
     idx_to_label: dict[int, str],
     predicates: dict[int, str],
     dataset: str,
+    num_classes: int,
 ) -> dict[str, Any]:
     """One task record (shared by the VG150 and GQA200 converters)."""
     return {
@@ -80,6 +81,7 @@ def relation_record(
         ],
         "relations": [[int(s), int(o), int(p)] for s, o, p in relations],
         "predicates": {str(k): v for k, v in predicates.items()},
+        "num_classes": int(num_classes),
         "dataset": dataset,
     }
 
@@ -187,6 +189,7 @@ def convert(
                     idx_to_label=idx_to_label,
                     predicates=predicates,
                     dataset="vg150",
+                    num_classes=len(idx_to_pred) + 1,
                 )
             )
     notes = {
