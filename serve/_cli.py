@@ -46,7 +46,12 @@ def register_serve(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None
 
 
 def register_mcp(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """``mmagents mcp``: an MCP server on stdin/stdout."""
+    """``mmagents mcp [--http [--host H] [--port P]]``: an MCP server on stdio or HTTP."""
+    parser.add_argument(
+        "--http", action="store_true", help="streamable HTTP at /mcp instead of stdio"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="with --http (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="with --http (default 8765)")
     parser.set_defaults(func=_run_mcp)
 
 
@@ -66,6 +71,11 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _run_mcp(args: argparse.Namespace) -> int:
     from mmagents.cli import config_from_args
+
+    if args.http:
+        from mmagents.serve.mcp_http import run_http
+
+        return run_http(config_from_args(args), host=args.host, port=args.port)
     from mmagents.serve.mcp_server import run_stdio
 
     return run_stdio(config_from_args(args))

@@ -1,11 +1,13 @@
-"""An MCP server (``mmagents mcp``, stdio) exposing the role tools to other agents.
+"""An MCP server (``mmagents mcp``: stdio, or streamable HTTP with ``--http``) exposing the role tools to other agents.
 
 Each role tool (caption, answer_question, score_image_text, read_text, crop_region,
 generate_image, embed) is listed with its JSON input schema. Tools take image handles, so the
 server adds one tool of its own, ``put_image``, that loads an image (a ``data:`` URL, an ``http(s)``
 URL when ``[images] allow_remote = true``, or a file path under one of ``[images] allowed_roots``;
 no file is read outside them, and the refusal does not say whether the file exists) into the image
-store and returns its handle. Results are JSON text plus ``structuredContent``; a failing tool
+store and returns its handle (a ``data:image/...;base64,`` URL is how a remote client sends
+pixels). Results are JSON text plus ``structuredContent``, and every image a tool creates
+(``generate_image``, ``crop_region``) also comes back as MCP image content (base64 PNG); a failing tool
 answers ``isError: true`` with ``{"error": {"type", "message"}}`` so the calling agent can react
 (the message never carries internal detail such as a model endpoint's URL). A line on stdin that is
 not JSON-RPC is answered with a JSON-RPC parse error (code -32700, ``id: null``).
@@ -13,6 +15,8 @@ not JSON-RPC is answered with a JSON-RPC parse error (code -32700, ``id: null``)
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from mmagents.errors import MMAgentsError, client_message
+from mmagents.images import ImageStore, default_store, is_handle
 from mmagents.tools._base import MMTool
 
 if TYPE_CHECKING:
@@ -88,6 +93,29 @@ def pipeline_tools(config: Config) -> list[BaseTool]:
     return [t for t in build_tools(config, list(PIPELINE_TOOLS)) if isinstance(t, GraphTool)]
 
 
+def _handles(value: Any) -> list[str]:
+    """Every image handle inside a JSON-like value, in order, without repeats."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, str) and is_handle(item) and item not in found:
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return found
+
+
+def _image_content(types: Any, store: ImageStore, handle: str) -> Any:
+    """The stored image of ``handle`` as MCP image content (base64 PNG)."""
+    buffer = io.BytesIO()
+    store.get(handle).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return types.ImageContent(type="image", data=data, mime_type="image/png")
+
+
 def build_server(config: Config, tools: list[BaseTool] | None = None) -> Any:
     """The low-level MCP server over ``tools`` (default: the role tools, the pipelines on the
     contract as tools (their arguments are the pipelines' input schemas), and ``put_image``)."""
@@ -108,6 +136,7 @@ def build_server(config: Config, tools: list[BaseTool] | None = None) -> Any:
         ]
     )
     by_name = {tool.name: tool for tool in chosen}
+    store = default_store(config)
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(
@@ -130,8 +159,16 @@ def build_server(config: Config, tools: list[BaseTool] | None = None) -> Any:
                 _invoke, tool, dict(params.arguments or {})
             )
         structured = result if isinstance(result, dict) else {"result": result}
+        content: list[Any] = [
+            types.TextContent(type="text", text=json.dumps(structured, default=str))
+        ]
+        if error is None and params.name != "put_image":
+            given = set(_handles(params.arguments or {}))
+            for handle in _handles(structured):
+                if handle not in given:  # a new image (generated, cropped): send its pixels too
+                    content.append(_image_content(types, store, handle))
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=json.dumps(structured, default=str))],
+            content=content,
             structured_content=structured,
             is_error=error is not None,
         )

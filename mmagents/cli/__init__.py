@@ -52,7 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "OpenAI-compatible HTTP endpoint for the chat agent",
         "mmagents.serve._cli:register_serve",
     ),
-    "mcp": ("MCP server (stdio) exposing the role tools", "mmagents.serve._cli:register_mcp"),
+    "mcp": (
+        "MCP server (stdio, or streamable HTTP with --http) exposing the role tools",
+        "mmagents.serve._cli:register_mcp",
+    ),
     "trace": (
         "show a trace written by --trace: span tree, timings, tokens, cache hits",
         "mmagents._trace_show:register",
