@@ -58,7 +58,8 @@ class ImageStore:
     Args:
         root: Folder where normalised PNGs are kept; ``None`` keeps images in memory only.
         limits: Pixel and byte limits, and whether remote URLs may be fetched.
-        memory_items: How many decoded images to keep in memory (LRU).
+        memory_items: How many decoded images to keep in memory at most (LRU); the bytes they
+            hold are bounded too, by ``limits.memory_bytes``.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class ImageStore:
         self.limits = limits or ImageLimits()
         self._memory: OrderedDict[str, Image.Image] = OrderedDict()
         self._memory_items = memory_items
+        self._memory_bytes = 0
         self._lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------------------------
@@ -93,10 +95,12 @@ class ImageStore:
         if isinstance(source, str) and is_handle(source):
             self.get(source)  # validates that it exists
             return source
-        image = (
-            source if isinstance(source, Image.Image) else self._decode(self._read_bytes(source))
-        )
-        image = self._normalise(image)
+        if isinstance(source, Image.Image):
+            # The caller's object: normalised on a copy, so the store never shares (or rotates)
+            # an image someone else may still change.
+            image = self._normalise(source.copy())
+        else:
+            image = self._normalise(self._decode(self._read_bytes(source)))
         handle = self._handle_of(image)
         with self._lock:
             self._remember(handle, image)
@@ -230,13 +234,15 @@ class ImageStore:
         return probe
 
     def _normalise(self, image: Image.Image) -> Image.Image:
+        """Upright RGB, modifying ``image`` in place where it can (the store owns it)."""
         from PIL import Image, ImageOps
 
         if image.width * image.height > self.limits.max_pixels:
             raise ImageTooLargeError(
                 f"image is {image.width}x{image.height}; limit is {self.limits.max_pixels} pixels"
             )
-        image = ImageOps.exif_transpose(image) or image
+        # In place: exif_transpose otherwise returns a full copy even when there is nothing to do.
+        ImageOps.exif_transpose(image, in_place=True)
         transparent = image.mode in ("RGBA", "LA") or (
             image.mode == "P" and "transparency" in image.info
         )
@@ -245,20 +251,44 @@ class ImageStore:
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, rgba)
-        return image.convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")
 
     @staticmethod
     def _handle_of(image: Image.Image) -> str:
         digest = hashlib.sha256()
         digest.update(f"{image.mode}:{image.width}x{image.height}:".encode())
-        digest.update(image.tobytes())
+        # Hashed in bands of rows: the same bytes as one tobytes() call (so the same handle),
+        # without a second full-size copy of the pixels (108 MB for a 6000 x 6000 photo).
+        rows = max(1, (4 << 20) // max(1, image.width * len(image.getbands())))
+        for top in range(0, image.height, rows):
+            band = image.crop((0, top, image.width, min(image.height, top + rows)))
+            digest.update(band.tobytes())
         return "img_" + digest.hexdigest()[:16]
 
+    @staticmethod
+    def _size_of(image: Image.Image) -> int:
+        return image.width * image.height * len(image.getbands())
+
     def _remember(self, handle: str, image: Image.Image) -> None:
+        """Keep ``image`` in the LRU, bounded by count and by ``limits.memory_bytes``.
+
+        A store with a disk ``root`` can always re-read an evicted image, so one over the whole
+        budget is not kept at all; a memory-only store keeps at least its newest image (its only
+        copy).
+        """
+        if handle in self._memory:
+            self._memory.move_to_end(handle)
+            return
+        size = self._size_of(image)
+        if self.root is not None and size > self.limits.memory_bytes:
+            return
         self._memory[handle] = image
-        self._memory.move_to_end(handle)
-        while len(self._memory) > self._memory_items:
-            self._memory.popitem(last=False)
+        self._memory_bytes += size
+        while len(self._memory) > 1 and (
+            len(self._memory) > self._memory_items or self._memory_bytes > self.limits.memory_bytes
+        ):
+            _, evicted = self._memory.popitem(last=False)
+            self._memory_bytes -= self._size_of(evicted)
 
     # -- reading -------------------------------------------------------------------------------
 
