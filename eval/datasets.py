@@ -72,7 +72,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 #: Metrics whose target is a list of answers (VQA's ten annotators); every other metric scores
 #: one class label per sample.
-_LIST_TARGET_METRICS = frozenset({"vqa_accuracy"})
+_LIST_TARGET_METRICS = frozenset({"vqa_accuracy", "recall_at_k", "mean_recall_at_k"})
 
 
 def _bad_label(value: Any, allow_list: bool) -> str | None:

@@ -48,8 +48,8 @@ def eval_predcls_sample(
         settings: ``recode`` settings (``protocol=paper`` …).
 
     Returns:
-        ``prediction`` (ranked ``[s, o, predicate, score]``), ``objects`` (for matching),
-        ``pairs`` and ``llm_calls``.
+        ``prediction`` (ranked ``[s, o, predicate, score]``), ``objects`` and ``gt`` (the
+        ground-truth triplets, for matching), ``pairs`` and ``llm_calls``.
     """
     objects = sample.get("objects") or []
     names = {int(k): v for k, v in (sample.get("predicates") or {}).items()}
@@ -88,6 +88,7 @@ def eval_predcls_sample(
     return {
         "prediction": ranked,
         "objects": [{"label": o["label"], "box": o["box"]} for o in objects],
+        "gt": [[int(v) for v in r] for r in sample.get("relations") or []],
         "pairs": len(ranked),
         "llm_calls": llm_calls,
     }
@@ -107,7 +108,7 @@ def _images(records: Sequence[Mapping[str, Any]]) -> list[PredClsImage]:
             PredClsImage(
                 labels=[int(o["label"]) for o in objects],
                 boxes=[o["box"] for o in objects],
-                gt=[tuple(int(v) for v in g) for g in (r.get("target") or [])],  # type: ignore[misc]
+                gt=[tuple(int(v) for v in g) for g in (r.get("gt") or [])],  # type: ignore[misc]
                 pairs=[(int(p[0]), int(p[1])) for p in ranked],
                 scores=_ranked_scores(scores, ranked),
             )
