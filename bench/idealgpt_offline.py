@@ -76,6 +76,15 @@ def main() -> None:
     parser.add_argument("--prefix-states", type=int, default=None, help="0 turns saved states off")
     parser.add_argument("--max-rounds", type=int, default=None, help="default: [graphs.idealgpt]")
     parser.add_argument("--limit", type=int, default=None, help="first N questions only")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N questions")
+    parser.add_argument(
+        "--single-shot", action="store_true", help="IdealGPT's baseline: the VLM answers alone"
+    )
+    parser.add_argument(
+        "--eyes",
+        default="faces,region,light",
+        help="socratic VLM additions to use, comma-separated (faces, region, light; '' = none)",
+    )
     args = parser.parse_args()
     env = {**os.environ, "MMAGENTS_HOME": os.environ.get("MMAGENTS_HOME", tempfile.mkdtemp())}
     if args.model:
@@ -87,7 +96,14 @@ def main() -> None:
     models = Models(config)
     llm = models.llm
     llm.callbacks = [usage]  # every call of this model reports, whichever node makes it
-    vlm = SocraticVLM(llm=llm, config=config)
+    eyes = {e for e in args.eyes.split(",") if e}
+    vlm = SocraticVLM(
+        llm=llm,
+        config=config,
+        faces="faces" in eyes,
+        region_colours="region" in eyes,
+        light="light" in eyes,
+    )
     models = Models(config, models.store, llm=llm, vlm=vlm)
     overrides = {"max_rounds": args.max_rounds} if args.max_rounds else None
     settings = resolve_settings(IdealGPTSettings, config, overrides)
@@ -98,7 +114,8 @@ def main() -> None:
     llm.invoke("Hi", max_tokens=1)
     usage.reset()
     print(
-        f"llm {config.role('llm').options}, {os.cpu_count()} cores, "
+        f"{'single-shot (VLM alone)' if args.single_shot else 'IdealGPT'}; "
+        f"eyes {sorted(eyes) or 'none'}; llm {config.role('llm').options}, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
     print(
@@ -106,13 +123,16 @@ def main() -> None:
         f"{'cached':>6s} {'restores':>8s}  right  answer"
     )
     rows = []
-    for name, question, accepted in questions(args.limit):
+    for name, question, accepted in questions(args.limit)[args.skip :]:
         handle = store.put(sample_path(name, config))
         usage.reset()
         start = time.perf_counter()
-        state = graph.invoke(IdealGPTInput(image=handle, question=question).model_dump())
+        if args.single_shot:
+            answer = vlm.answer(store.get(handle), question)
+        else:
+            state = graph.invoke(IdealGPTInput(image=handle, question=question).model_dump())
+            answer = str(state.get("answer") or state.get("error") or "")
         wall = time.perf_counter() - start
-        answer = str(state.get("answer") or state.get("error") or "")
         right = any(a.lower() in answer.lower() for a in accepted)
         rows.append((wall, usage.calls, usage.prompt, usage.generated, usage.cached, right))
         label = f"{name}: {question}"[:44]
