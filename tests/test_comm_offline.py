@@ -35,6 +35,7 @@ def offline_env(offline_config: Config, monkeypatch: pytest.MonkeyPatch) -> Conf
     for name in [n for n in os.environ if n.startswith("MMAGENTS_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("MMAGENTS_HOME", str(offline_config.home))
+    monkeypatch.setenv("MMAGENTS_LLM__MODEL", "smollm2-135m")  # as offline_config (plumbing)
     return offline_config
 
 
