@@ -14,7 +14,11 @@ added to it (earlier messages are used only to seed a thread that is still empty
 each request is answered on a throw-away thread built from the request's messages. System
 messages from the client are ignored: the agent keeps its own instructions (prompts/chat.yaml).
 Client-side tools (``tools``, ``tool`` messages) are not supported: the agent runs its own tools,
-and the response's extra ``mmagents`` field lists the calls it made.
+and the response's extra ``mmagents`` field lists the calls it made. Sampling fields
+(``temperature``, ``max_tokens``, ``stop``, ``response_format`` ...) get a 400 naming the field: the
+agent's llm samples as ``[roles.llm]`` says. ``usage`` sums the tokens of every LLM call of the turn
+(as the backends report them); streamed, it comes as a last chunk with
+``stream_options: {"include_usage": true}``.
 
 **Images.** ``data:image/...;base64,`` URLs are accepted; ``http(s)`` URLs only when
 ``[images] allow_remote = true``. A file path is refused (400, the same message whether or not the
@@ -165,12 +169,52 @@ class _Message(BaseModel):
 
 
 class _ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # sampling options are accepted and not used
+    model_config = ConfigDict(extra="allow")  # unknown fields: checked by _check_sampling
     model: str
     messages: list[_Message] = Field(min_length=1)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     user: str | None = None
     tools: list[Any] | None = None
+
+
+#: Request fields that would change how the answer is sampled. The agent's llm takes its sampling
+#: from the server's config ([roles.llm]) for every step of a turn, so a client value cannot be
+#: honoured: it is refused with a 400 naming the field rather than silently ignored. ``n`` is
+#: accepted only as 1, ``logprobs`` only as false.
+_SAMPLING = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "top_logprobs",
+    "response_format",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning_effort",
+)
+
+
+def _check_sampling(request: _ChatRequest) -> None:
+    extra = request.model_extra or {}
+    for name in _SAMPLING:
+        if extra.get(name) is not None:
+            raise APIError(
+                400,
+                f"{name} is not supported: the agent's llm samples as the server's config "
+                "([roles.llm]) says, for every step of a turn",
+                param=name,
+                code="unsupported_parameter",
+            )
+    if extra.get("n") not in (None, 1):
+        raise APIError(400, "n must be 1: the agent gives one answer", param="n")
+    if extra.get("logprobs"):
+        raise APIError(400, "logprobs are not supported", param="logprobs")
 
 
 @dataclass
@@ -235,6 +279,7 @@ def _content_of(
 
 
 def _check_supported(request: _ChatRequest) -> None:
+    _check_sampling(request)
     if request.tools:
         raise APIError(
             400, "client-side tools are not supported: the agent uses its own", param="tools"
@@ -300,13 +345,19 @@ def _parse(body: bytes) -> _ChatRequest:
 # -- responses -----------------------------------------------------------------------------------
 
 
-def _run_turn(agent: ChatAgent, turn: _Turn) -> tuple[str, str, list[dict[str, Any]]]:
-    """Run a turn to its end: answer text, OpenAI finish reason, tool calls made."""
+def _run_turn(
+    agent: ChatAgent, turn: _Turn
+) -> tuple[str, str, list[dict[str, Any]], dict[str, int]]:
+    """Run a turn to its end: answer text, OpenAI finish reason, tool calls made, token usage
+    (summed over every LLM call of the turn: planner steps, and tools that ask the llm)."""
+    from mmagents._usage import counting_usage
     from mmagents.graphs.chat_session import AnswerEvent, ToolCallEvent, ToolResultEvent
 
     calls: list[dict[str, Any]] = []
     try:
-        for event in agent.turn(turn.thread, turn.text, turn.images, history=turn.history):
+        with counting_usage() as usage:
+            events = list(agent.turn(turn.thread, turn.text, turn.images, history=turn.history))
+        for event in events:
             if isinstance(event, ToolCallEvent):
                 calls.append({"id": event.id, "name": event.name, "arguments": event.args})
             elif isinstance(event, ToolResultEvent):
@@ -315,7 +366,7 @@ def _run_turn(agent: ChatAgent, turn: _Turn) -> tuple[str, str, list[dict[str, A
                         call["error_type"] = event.error_type
             elif isinstance(event, AnswerEvent):
                 finish = "length" if event.finish_reason == "step_limit" else "stop"
-                return event.text, finish, calls
+                return event.text, finish, calls, usage.as_openai()
     finally:
         if turn.ephemeral:
             agent.reset(turn.thread)
@@ -323,7 +374,12 @@ def _run_turn(agent: ChatAgent, turn: _Turn) -> tuple[str, str, list[dict[str, A
 
 
 def _completion(
-    text: str, finish: str, calls: list[dict[str, Any]], model: str, thread: str
+    text: str,
+    finish: str,
+    calls: list[dict[str, Any]],
+    model: str,
+    thread: str,
+    usage: dict[str, int],
 ) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -333,12 +389,17 @@ def _completion(
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
         ],
+        "usage": usage,
         "mmagents": {"thread": thread, "tool_calls": calls},
     }
 
 
 def _sse_events(
-    agent: ChatAgent, turn: _Turn, model: str, stop: threading.Event | None = None
+    agent: ChatAgent,
+    turn: _Turn,
+    model: str,
+    stop: threading.Event | None = None,
+    include_usage: bool = False,
 ) -> Iterator[str]:
     """The turn as ``chat.completion.chunk`` server-sent events, ending with ``[DONE]``.
 
@@ -346,6 +407,7 @@ def _sse_events(
     ``stop`` is set (the client left) the turn is closed at its next event, which releases the
     conversation's lock.
     """
+    from mmagents._usage import counting_usage
     from mmagents.graphs.chat_session import AnswerEvent, TokenEvent
 
     base = {
@@ -361,6 +423,8 @@ def _sse_events(
 
     yield chunk({"role": "assistant", "content": ""})
     events = agent.turn(turn.thread, turn.text, turn.images, history=turn.history)
+    counted = counting_usage()
+    usage = counted.__enter__()  # spans the yields: this generator runs in one worker thread
     try:
         for event in events:
             if stop is not None and stop.is_set():
@@ -371,11 +435,14 @@ def _sse_events(
                 if not event.streamed:
                     yield chunk({"content": event.text})
                 yield chunk({}, "length" if event.finish_reason == "step_limit" else "stop")
+                if include_usage:  # OpenAI's stream_options.include_usage: one more chunk
+                    yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage.as_openai()})}\n\n"
     except Exception as exc:  # headers are already sent: the error travels as an event
         _log.exception("chat turn failed on thread %s", turn.thread)
         error = APIError(500, client_message(exc), type="server_error")
         yield f"data: {json.dumps(error.body())}\n\n"
     finally:
+        counted.__exit__(None, None, None)
         events.close()  # releases the thread's lock now, not when the generator is collected
         if turn.ephemeral:
             agent.reset(turn.thread)
@@ -402,6 +469,7 @@ async def _stream_turn(
     model: str,
     limiter: anyio.CapacityLimiter,
     background: set[asyncio.Future[Any]],
+    include_usage: bool = False,
 ) -> AsyncIterator[str]:
     """Server-sent events of a turn that a disconnecting client cannot hang.
 
@@ -424,7 +492,7 @@ async def _stream_turn(
     def produce() -> None:
         try:
             if _wait_for_thread(agent, turn.thread, stop):
-                for text in _sse_events(agent, turn, model, stop):
+                for text in _sse_events(agent, turn, model, stop, include_usage):
                     hand_over(text)
         finally:
             hand_over(None)
@@ -523,11 +591,18 @@ def create_app(
         )
         if body.stream:
             return StreamingResponse(
-                _stream_turn(chat, turn, settings.model, turns, streams),
+                _stream_turn(
+                    chat,
+                    turn,
+                    settings.model,
+                    turns,
+                    streams,
+                    bool((body.stream_options or {}).get("include_usage")),
+                ),
                 media_type="text/event-stream",
             )
         try:
-            text, finish, calls = await anyio.to_thread.run_sync(
+            text, finish, calls, usage = await anyio.to_thread.run_sync(
                 _run_turn, chat, turn, limiter=turns
             )
         except Exception as exc:
@@ -537,7 +612,7 @@ def create_app(
             _log.exception("chat turn failed on thread %s", turn.thread)
             status = 502 if isinstance(exc, EndpointError) else 500
             raise APIError(status, client_message(exc), type="server_error") from exc
-        return _completion(text, finish, calls, settings.model, turn.thread)
+        return _completion(text, finish, calls, settings.model, turn.thread, usage)
 
     return app
 

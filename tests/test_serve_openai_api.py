@@ -1,0 +1,125 @@
+"""The OpenAI server's API surface, with the real ``openai`` client: ``usage`` (plain and
+streamed) and sampling fields refused with a 400 that names them."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from mmagents import Config, load_config
+from mmagents.graphs.chat_session import ChatAgent
+from mmagents.models.fake import ScriptedChat
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+from mmagents.serve.openai_app import ServeSettings, create_app  # noqa: E402
+
+pytestmark = pytest.mark.server
+
+KEY = "sk-test-key"
+MODEL = "mmagents-chat"
+
+
+def _reply(messages: list[BaseMessage]) -> AIMessage:
+    """An answer that reports its token counts as a real backend does (usage_metadata)."""
+    prompt = sum(len(str(m.content).split()) for m in messages)
+    return AIMessage(
+        content=f"you said: {messages[-1].text}",
+        usage_metadata={"input_tokens": prompt, "output_tokens": 4, "total_tokens": prompt + 4},
+    )
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("serve-api-home")
+    env = {"MMAGENTS_HOME": str(home)}
+    for role in ("vlm", "scorer", "ocr", "imagegen", "embed"):
+        env[f"MMAGENTS_{role.upper()}__BACKEND"] = "fake"
+    config: Config = load_config(environ=env)
+    planner = ScriptedChat(replies=[_reply], cycle=True)
+    agent = ChatAgent(config, llm=planner, checkpointer=InMemorySaver())
+    settings = ServeSettings.from_config(config, environ={"MMAGENTS_API_KEY": KEY})
+    app = create_app(config, agent=agent, settings=settings)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def client(base_url: str) -> Any:
+    return openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=60)
+
+
+def test_usage_counts_the_turns_llm_calls(client: Any) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hello there"}]
+    )
+    usage = reply.usage
+    assert reply.choices[0].message.content == "you said: hello there"
+    assert usage.completion_tokens == 4 and usage.prompt_tokens > 2  # the agent's prompt + ours
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_streamed_usage_comes_last_when_asked(client: Any) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "stream me"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "you said: stream me"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+    plain = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "again"}], stream=True
+        )
+    )
+    assert all(c.usage is None for c in plain)  # not asked: no usage chunk
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", 0.2),
+        ("max_tokens", 16),
+        ("stop", ["\n"]),
+        ("top_p", 0.9),
+        ("seed", 1),
+        ("response_format", {"type": "json_object"}),
+        ("n", 2),
+    ],
+)
+def test_sampling_fields_are_refused_by_name(client: Any, field: str, value: Any) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], **{field: value}
+        )
+    assert info.value.body["param"] == field and field in info.value.body["message"]
+
+
+def test_defaults_a_client_sends_are_accepted(client: Any) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "ok"}], n=1, logprobs=False
+    )
+    assert reply.choices[0].message.content == "you said: ok"
