@@ -26,14 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import operator
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypedDict
+
+from pydantic import Field
 
 from mmagents.errors import ConfigError, RationaleLeakError, StructuredOutputError
-from mmagents.tools import register_tool
+from mmagents.graphs._settings import PipelineSettings, resolve_settings
 
 if TYPE_CHECKING:
     from mmagents._config import Config
@@ -48,24 +48,21 @@ __all__ = [
     "write_rationales",
 ]
 
-# The richer classify_meme tool (text-only memes too, a student's rationale) replaces the chat
-# agent's generic pipeline wrapper (tools/pipelines.py) once this module is loaded.
-register_tool("classify_meme", "mmagents.tools.meme:ClassifyMemeTool", replace=True)
 
+class MemeSettings(PipelineSettings):
+    """The ``[graphs.meme]`` section (one settings path: unknown keys rejected, types checked)."""
 
-@dataclass(frozen=True)
-class MemeSettings:
-    """The ``[graphs.meme]`` section.
+    section: ClassVar[str] = "graphs.meme"
 
-    Attributes:
-        model: Default trained student folder ("" = none: the graph writes teacher rationales).
-        rationale: Let a generative student write its own rationale when classifying.
-        max_repairs: Structured-output repairs of the rationale writer.
-    """
-
-    model: str = ""
-    rationale: bool = True
-    max_repairs: int = 2
+    model: str = Field(
+        "", description="trained student folder ('' = none: the graph writes teacher rationales)"
+    )
+    rationale: bool = Field(
+        True, description="let a generative student write its own rationale when classifying"
+    )
+    max_repairs: int = Field(
+        2, ge=0, le=10, description="structured-output repairs of the rationale writer"
+    )
 
 
 class MemeState(TypedDict, total=False):
@@ -91,9 +88,7 @@ class MemeState(TypedDict, total=False):
 
 
 def _settings(config: Config, **overrides: Any) -> MemeSettings:
-    from mmagents.graphs._settings import settings_from_section
-
-    return settings_from_section(MemeSettings, config, "graphs.meme", overrides)
+    return resolve_settings(MemeSettings, config, overrides)
 
 
 class _MemeNodes:
@@ -245,23 +240,8 @@ def run_meme(
     for key, value in (("text", text), ("caption", caption), ("label", label)):
         if value is not None:
             state[key] = value
-    graph = _cached_graph(config, model, llm)
+    graph = build_meme_graph(config, llm=llm, model=model)
     return dict(graph.invoke(state))
-
-
-_GRAPHS: dict[tuple[str, str, int, str], Any] = {}
-_GRAPHS_LOCK = threading.Lock()
-
-
-def _cached_graph(
-    config: Config, model: str | Path | None, llm: Any = None, **settings: Any
-) -> Any:
-    """One compiled graph per (config, student, llm, settings) for a whole run."""
-    key = (repr(config), str(model), id(llm), repr(sorted(settings.items())))
-    with _GRAPHS_LOCK:
-        if key not in _GRAPHS:
-            _GRAPHS[key] = build_meme_graph(config, llm=llm, model=model, **settings)
-        return _GRAPHS[key]
 
 
 # -- batch teacher rationales ------------------------------------------------------------------
@@ -327,7 +307,7 @@ def write_rationales(
     todo = [m for m in memes if m.id not in done]
     report: dict[str, Any] = {"written": 0, "skipped": len(memes) - len(todo), "failed": {}}
     report.update(leaks_rewritten=0, leaks_stripped=0)
-    graph = _cached_graph(config, model="", llm=llm)
+    graph = build_meme_graph(config, llm=llm, model="")
     cache: Any = nullcontext()
     if use_cache:
         from mmagents.eval.cache import CallCache, installed
@@ -395,7 +375,9 @@ def eval_meme_sample(sample: dict[str, Any], config: Config, **options: Any) -> 
         return _paper_sample(sample, str(model))
     if protocol != "default":
         raise ConfigError(f"meme: protocol must be default or paper, got {protocol!r}")
-    graph = _cached_graph(config, str(model), rationale=bool(options.get("rationale", False)))
+    # One graph per sample, built over this run's backends (a module cache of graphs kept the
+    # first run's wrapped backends); the student's weights load once per process regardless.
+    graph = build_meme_graph(config, model=str(model), rationale=bool(options.get("rationale")))
     state: dict[str, Any] = {"llm_calls": 0, **meme}
     if "image" in state:
         from mmagents.images import default_store

@@ -305,3 +305,14 @@ def test_cli_batch_mode(
 def test_cli_needs_a_meme(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "meme", "--caption", "c"]) == 1
     assert "give --image PATH, or --text" in capsys.readouterr().err
+
+
+def test_meme_settings_take_the_one_settings_path(fake_config: Config) -> None:
+    from mmagents.graphs._settings import resolve_settings
+    from mmagents.graphs.meme import MemeSettings
+
+    assert resolve_settings(MemeSettings, fake_config, {"rationale": "false"}).rationale is False
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve_settings(MemeSettings, fake_config, {"modle": "x"})
+    with pytest.raises(ConfigError, match="max_repairs"):
+        resolve_settings(MemeSettings, fake_config, {"max_repairs": "-1"})

@@ -56,10 +56,10 @@ class ClassifyMemeTool(MMTool):
         caption: str | None = None,
         **_: Any,
     ) -> dict[str, Any]:
-        from mmagents.graphs._settings import settings_from_section
+        from mmagents.graphs._settings import resolve_settings
         from mmagents.graphs.meme import MemeSettings, run_meme
 
-        settings = settings_from_section(MemeSettings, self.config, "graphs.meme")
+        settings = resolve_settings(MemeSettings, self.config)
         # The chat agent's per-tool options may name the student too (tools/pipelines.py).
         chat_options = self.config.section(f"graphs.chat.tool_options.{self.name}")
         model = settings.model or str(chat_options.get("model") or "")
