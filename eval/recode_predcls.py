@@ -33,7 +33,7 @@ def _pair_vector(output: Mapping[str, Any], ids: Mapping[str, int], size: int) -
     vector = np.zeros(size, dtype=np.float64)
     for entry in output.get("ranking") or []:
         vector[ids[entry["predicate"]]] = float(entry["score"])
-    return vector  # filtered predicates keep 0 (clip.py:244-246, 384)
+    return vector  # filtered predicates keep 0 (clip.py:244-246, :388)
 
 
 def eval_predcls_sample(

@@ -20,10 +20,10 @@ Per (subject, object) pair the reference scores a vector over all predicate ids 
   (clip.py:252-258, 260-323, 411-424);
 * ``P``: the spatial score of the pair's canonical layout (one of 1,944, binned from its boxes by
   ``tools/judge_spatial.py``) against the key's spatial cues (``tools/generate_spatial_logits.py``);
-* ``w``: the LLM's weights normalised one after another (clip.py:391-395, see
+* ``w``: the LLM's weights normalised one after another (clip.py:392-395, see
   :func:`normalise_weights`), times ``WEIGHT_SUM`` (clip.py:406);
 * a predicate whose key has no cues, or whose subject or object table says "not valid", scores 0
-  (clip.py:362, 384-385, 238-246).
+  (clip.py:355, :388, 240-246).
 
 Pairs are ranked across the image by the softmax of that vector (background included), top
 non-background class per pair (``relation_head/inference.py``, ``PostProcessor.forward``).
@@ -121,7 +121,7 @@ def paper_category(label: str) -> str:
 
 
 def cue_key(predicate: str, subject: str, obj: str) -> str:
-    """The cue / weight key ``{predicate}_{subject cat}_{object cat}`` (clip.py:346, 262)."""
+    """The cue / weight key ``{predicate}_{subject cat}_{object cat}`` (clip.py:349, :263)."""
     return f"{predicate}_{paper_category(subject)}_{paper_category(obj)}"
 
 
@@ -129,7 +129,7 @@ def normalise_weights(weights: Sequence[float], *, spatial: bool = True) -> tupl
     """The LLM's (subject, object, spatial) weights as the reference normalises them.
 
     The reference divides each weight in place by the sum *of the partly normalised vector*
-    plus 1e-3, one after the other (clip.py:391-395), so the result does not sum to exactly 1;
+    plus 1e-3, one after the other (clip.py:392-395), so the result does not sum to exactly 1;
     we reproduce that, once per key. (The reference also mutates its weight table in place, so
     a key seen again is normalised again: scores then depend on the order pairs come in. We do
     not reproduce that order dependence; see docs/reproduce.md.)
@@ -148,7 +148,7 @@ def normalise_weights(weights: Sequence[float], *, spatial: bool = True) -> tupl
 
 
 def _tidy(prompt: str) -> str:
-    # clip.py:276-280: strip, newlines to '.', then every '.' removed.
+    # clip.py:277-280: strip, newlines to '.', then every '.' removed.
     return prompt.strip().replace(" \n", ".").replace("\n", ".").replace(".", "")
 
 
@@ -160,7 +160,7 @@ def subject_cue_text(cue: str, subject: str) -> str:
 
 
 def object_cue_text(cue: str, obj: str) -> str:
-    """An object cue as the reference writes it (clip.py:309-317)."""
+    """An object cue as the reference writes it (clip.py:308-315)."""
     text = _tidy(f"{obj}, {cue}")
     text = text.replace("object", obj)
     return text.replace("the subject", "something").replace("subject", "something")
@@ -180,7 +180,7 @@ def spatial_cue_text(cue: str, key: str) -> str:
 
 
 def usable_cues(cues: Sequence[str]) -> list[str]:
-    """Cues longer than one character (the reference drops the others: clip.py:270-272)."""
+    """Cues longer than one character (the reference drops the others: clip.py:271-273)."""
     return [c for c in cues if len(c) > 1]
 
 
@@ -347,7 +347,7 @@ def draw_layout(name: str) -> Image.Image:
 class FilterTables:
     """RECODE's per-(label, predicate) validity tables (``sub_valid_tris`` / ``obj_valid_tris``).
 
-    Keys are ``"{label}_{predicate}"`` (clip.py:381-382); a missing key is an error in the
+    Keys are ``"{label}_{predicate}"`` (clip.py:386-387); a missing key is an error in the
     reference (a ``KeyError``), here it counts as valid so a partial table filters only what it
     names. ``None`` tables mean no filtering.
     """
@@ -356,7 +356,7 @@ class FilterTables:
     object: Mapping[str, bool] | None = None
 
     def valid(self, subject: str, obj: str, predicate: str) -> bool:
-        """Both the subject's and the object's table allow ``predicate`` (clip.py:244, 384)."""
+        """Both the subject's and the object's table allow ``predicate`` (clip.py:244, :388)."""
         ok_s = self.subject is None or bool(self.subject.get(f"{subject}_{predicate}", True))
         ok_o = self.object is None or bool(self.object.get(f"{obj}_{predicate}", True))
         return ok_s and ok_o
@@ -387,7 +387,7 @@ def predicate_scores(
         subject / obj: The pair's labels.
         subject_name / object_name: id → 100·cos of the crop against the bare predicate name.
         cue_scores: id → (S, O, P) for predicates whose key has cues and weights; an id absent
-            here scores 0 in the cue term (clip.py:362, 384).
+            here scores 0 in the cue term (clip.py:355, :388).
         weights: id → the key's raw LLM weights (subject, object, spatial).
         tables: The per-(label, predicate) filter tables.
 
@@ -397,7 +397,7 @@ def predicate_scores(
     out = np.zeros(num_classes, dtype=np.float64)
     for pid in semantic:
         if not tables.valid(subject, obj, names[pid]):
-            continue  # filtered: both terms zero (clip.py:244-246, 384)
+            continue  # filtered: both terms zero (clip.py:244-246, :388)
         value = subject_name.get(pid, 0.0) + object_name.get(pid, 0.0)
         if pid in cue_scores:
             s, o, p = cue_scores[pid]

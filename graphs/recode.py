@@ -491,7 +491,7 @@ class _Scoring:
     def _kind(self, row: Any, texts: list[str], column: Mapping[str, int]) -> dict[str, Any]:
         values = [float(row[column[t]]) for t in texts]
         return {
-            # No usable cue scores 0, as the reference skips an empty cue list (clip.py:412-413).
+            # No usable cue scores 0, as the reference skips an empty cue list (clip.py:411-412).
             "score": round(sum(values) / len(values), 4) if values else 0.0,
             "cues": [{"text": t, "score": round(v, 4)} for t, v in zip(texts, values, strict=True)],
         }

@@ -51,7 +51,7 @@ def test_cue_texts_use_plain_replacement() -> None:
         paper.subject_cue_text("The subject is holding the object.\n", "man")
         == "man, The man is holding something"
     )
-    # clip.py:309-317: 'object' -> label first, then 'subject' -> 'something' (substring too).
+    # clip.py:308-315: 'object' -> label first, then 'subject' -> 'something' (substring too).
     assert paper.object_cue_text("subjects nearby", "dog") == "dog, somethings nearby"
     # generate_spatial_logits.py: lower, subject/object and the key's categories -> boxes.
     assert (
