@@ -131,6 +131,12 @@ class ChatSettings(PipelineSettings):
     history_turns: int = Field(
         8, ge=1, description="The planner sees this many latest user turns (the thread keeps all)."
     )
+    instructions: str = Field(
+        "",
+        max_length=8000,
+        description="Extra instructions after the system prompt's own (per run; the OpenAI "
+        "server puts its clients' system messages here).",
+    )
 
 
 class ChatInput(BaseModel):
@@ -387,7 +393,12 @@ def agent(
     s = context_of(runtime, default)
     messages = state["messages"]
     recent = _recent_turns(messages, s.history_turns)
-    system = SystemMessage(content=_system_text(messages, vision=s.vision))
+    system_text = _system_text(messages, vision=s.vision)
+    if s.instructions:
+        # After the agent's own rules, labelled as the client's: they add to the rules, the
+        # tool protocol stays the agent's.
+        system_text += f"\n\nInstructions from the client:\n{s.instructions}"
+    system = SystemMessage(content=system_text)
     prompt: list[BaseMessage] = [system, *recent]
     if s.vision:
         prompt = _with_pixels(prompt, models.store)

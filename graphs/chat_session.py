@@ -157,6 +157,7 @@ class ChatAgent:
         images: Sequence[str] = (),
         *,
         history: Sequence[BaseMessage] = (),
+        instructions: str = "",
     ) -> Iterator[ChatEvent]:
         """Run one user turn, yielding tokens, tool calls, tool results, then the answer.
 
@@ -165,12 +166,20 @@ class ChatAgent:
             text: What the user wrote.
             images: Handles of images attached to this message.
             history: Earlier messages to add before this turn (e.g. a stateless API request).
+            instructions: Extra instructions for this turn only (``ChatSettings.instructions``).
         """
         message = user_message(text, images)
+        context = (
+            self.settings.model_copy(update={"instructions": instructions})
+            if instructions
+            else self.settings
+        )
         with self.lock(thread_id):
-            yield from self._stream({"messages": [*history, message]}, thread_id)
+            yield from self._stream({"messages": [*history, message]}, thread_id, context)
 
-    def _stream(self, inputs: dict[str, Any], thread_id: str) -> Iterator[ChatEvent]:
+    def _stream(
+        self, inputs: dict[str, Any], thread_id: str, context: ChatSettings | None = None
+    ) -> Iterator[ChatEvent]:
         # The token stream needs LangGraph's "messages" mode, which the pipelines' shared
         # updates-and-values loop (graphs/_run.py) does not carry.
         final: AIMessage | None = None
@@ -178,7 +187,7 @@ class ChatAgent:
         for mode, payload in self.graph.stream(
             inputs,
             self._run_config(thread_id),
-            context=self.settings,
+            context=context or self.settings,
             stream_mode=["messages", "updates"],
         ):
             if mode == "messages":

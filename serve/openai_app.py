@@ -12,7 +12,8 @@ agent's memory (tool results, images) across requests, name the conversation: th
 A named conversation is a persistent thread: only the newest user message(s) of each request are
 added to it (earlier messages are used only to seed a thread that is still empty). Without a name
 each request is answered on a throw-away thread built from the request's messages. System
-messages from the client are ignored: the agent keeps its own instructions (prompts/chat.yaml).
+(and developer) messages from the client are added after the agent's own instructions
+(prompts/chat.yaml) for that turn; ``[serve] client_instructions = false`` ignores them.
 Client-side tools (``tools``, ``tool`` messages) are not supported: the agent runs its own tools,
 and the response's extra ``mmagents`` field lists the calls it made. Sampling fields
 (``temperature``, ``max_tokens``, ``stop``, ``response_format`` ...) get a 400 naming the field: the
@@ -85,6 +86,8 @@ class ServeSettings(BaseModel):
         max_request_bytes: Largest request body accepted (413 above).
         max_images_per_request: Most ``image_url`` parts one request may carry (413 above).
         max_concurrent_requests: Chat completions running at once; more wait their turn.
+        client_instructions: Add the client's system (and developer) messages to the agent's
+            instructions for that turn; ``false`` ignores them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -94,6 +97,7 @@ class ServeSettings(BaseModel):
     max_request_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_images_per_request: int = Field(default=8, gt=0)
     max_concurrent_requests: int = Field(default=4, gt=0)
+    client_instructions: bool = True
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -226,6 +230,7 @@ class _Turn:
     images: list[str]
     history: list[BaseMessage]
     ephemeral: bool
+    instructions: str = ""
 
 
 # -- request handling ----------------------------------------------------------------------------
@@ -292,7 +297,11 @@ def _check_supported(request: _ChatRequest) -> None:
 
 
 def _turn_of(
-    request: _ChatRequest, thread: str | None, agent: ChatAgent, max_images: int = 8
+    request: _ChatRequest,
+    thread: str | None,
+    agent: ChatAgent,
+    max_images: int = 8,
+    client_instructions: bool = True,
 ) -> _Turn:
     """Split the request into earlier messages and the new user turn (the trailing user ones)."""
     from langchain_core.messages import AIMessage
@@ -318,7 +327,19 @@ def _turn_of(
         text, images = _content_of(message, agent, i, budget)
         texts.append(text)
         found.extend(images)
-    return _Turn(name, "\n".join(texts), found, history, ephemeral=thread is None)
+    instructions = ""
+    if client_instructions:
+        system = [m for m in messages if m.role in ("system", "developer")]
+        instructions = "\n".join(_text_only(m) for m in system).strip()
+    return _Turn(
+        name, "\n".join(texts), found, history, ephemeral=thread is None, instructions=instructions
+    )
+
+
+def _text_only(message: _Message) -> str:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    return "\n".join(p.text or "" for p in message.content if p.type == "text")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -356,7 +377,15 @@ def _run_turn(
     calls: list[dict[str, Any]] = []
     try:
         with counting_usage() as usage:
-            events = list(agent.turn(turn.thread, turn.text, turn.images, history=turn.history))
+            events = list(
+                agent.turn(
+                    turn.thread,
+                    turn.text,
+                    turn.images,
+                    history=turn.history,
+                    instructions=turn.instructions,
+                )
+            )
         for event in events:
             if isinstance(event, ToolCallEvent):
                 calls.append({"id": event.id, "name": event.name, "arguments": event.args})
@@ -422,7 +451,13 @@ def _sse_events(
         return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    events = agent.turn(turn.thread, turn.text, turn.images, history=turn.history)
+    events = agent.turn(
+        turn.thread,
+        turn.text,
+        turn.images,
+        history=turn.history,
+        instructions=turn.instructions,
+    )
     counted = counting_usage()
     usage = counted.__enter__()  # spans the yields: this generator runs in one worker thread
     try:
@@ -587,7 +622,12 @@ def create_app(
             )
         thread = request.headers.get(THREAD_HEADER) or body.user
         turn = await run_in_threadpool(
-            _turn_of, body, thread, chat, settings.max_images_per_request
+            _turn_of,
+            body,
+            thread,
+            chat,
+            settings.max_images_per_request,
+            settings.client_instructions,
         )
         if body.stream:
             return StreamingResponse(

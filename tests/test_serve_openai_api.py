@@ -38,13 +38,17 @@ def _reply(messages: list[BaseMessage]) -> AIMessage:
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def planner() -> ScriptedChat:
+    return ScriptedChat(replies=[_reply], cycle=True)
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, planner: ScriptedChat) -> Iterator[str]:
     home = tmp_path_factory.mktemp("serve-api-home")
     env = {"MMAGENTS_HOME": str(home)}
     for role in ("vlm", "scorer", "ocr", "imagegen", "embed"):
         env[f"MMAGENTS_{role.upper()}__BACKEND"] = "fake"
     config: Config = load_config(environ=env)
-    planner = ScriptedChat(replies=[_reply], cycle=True)
     agent = ChatAgent(config, llm=planner, checkpointer=InMemorySaver())
     settings = ServeSettings.from_config(config, environ={"MMAGENTS_API_KEY": KEY})
     app = create_app(config, agent=agent, settings=settings)
@@ -123,3 +127,37 @@ def test_defaults_a_client_sends_are_accepted(client: Any) -> None:
         model=MODEL, messages=[{"role": "user", "content": "ok"}], n=1, logprobs=False
     )
     assert reply.choices[0].message.content == "you said: ok"
+
+
+def test_client_system_messages_become_instructions(client: Any, planner: ScriptedChat) -> None:
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "bonjour"},
+        ],
+    )
+    system = planner.calls[-1][0]
+    assert system.type == "system" and system.text.endswith(
+        "Instructions from the client:\nAnswer in French."
+    )
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "plain"}])
+    assert "Instructions from the client" not in planner.calls[-1][0].text  # this turn only
+
+
+def test_client_instructions_can_be_switched_off() -> None:
+    from mmagents.serve.openai_app import _ChatRequest, _turn_of
+
+    request = _ChatRequest.model_validate(
+        {
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use lists."}]},
+                {"role": "user", "content": "hi"},
+            ],
+        }
+    )
+    agent: Any = object()  # text-only and stateless: the agent is not consulted
+    assert _turn_of(request, None, agent).instructions == "Be brief.\nUse lists."
+    assert _turn_of(request, None, agent, client_instructions=False).instructions == ""
