@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 import numpy as np
@@ -284,6 +286,7 @@ class _Recoder:
         self.features = text_feature_cache(config)
         self.ids = {role: role_identity(config, role) for role in ("llm", "scorer", "embed")}
         self.box_blind = config.role("scorer").backend in BOX_BLIND_SCORERS
+        self.regions = _RegionFeatures()
 
     def settings(self, runtime: Runtime[RecodeSettings]) -> RecodeSettings:
         return context_of(runtime, self.default)
@@ -437,16 +440,28 @@ class _Scoring:
         self.sub, self.obj = state["subject"], state["object"]
         sb, ob = self.sub["box"], self.obj["box"]
         union = [min(sb[0], ob[0]), min(sb[1], ob[1]), max(sb[2], ob[2]), max(sb[3], ob[3])]
+        scorer = nodes.models.scorer
+        self.scale = float(scorer.logit_scale)
+        if mode == "layout":
+            # The paper needs no union crop: subject crop, object crop, the pair's canonical
+            # layout (tools/judge_spatial.py). Their features are cached per graph, so an image's
+            # n(n-1) pairs embed its n crops and its distinct layouts, not 3 regions per pair.
+            self.layout = paper.layout_name(sb, ob)
+            self.region_features = nodes.regions.features(
+                scorer,
+                [
+                    ((state["image"], tuple(sb)), lambda: crop(image, sb)),
+                    ((state["image"], tuple(ob)), lambda: crop(image, ob)),
+                    (("layout", self.layout), lambda: _layout_image(self.layout)),
+                ],
+            )
+            self.geometric = None
+            return
         regions = [crop(image, sb), crop(image, ob), crop(image, union)]
         if mode == "image":
             regions.append(draw_spatial_image(sb, ob))
-        elif mode == "layout":  # the pair's canonical layout (tools/judge_spatial.py)
-            self.layout = paper.layout_name(sb, ob)
-            regions.append(_layout_image(self.layout))
-        scorer = nodes.models.scorer
         # All regions of the image in one forward pass.
         self.region_features = np.asarray(scorer.embed_images(regions), dtype=np.float32)
-        self.scale = float(scorer.logit_scale)
         self.geometric = _geometric_scorer(nodes, settings) if mode == "geometric" else None
 
     def _texts(self, predicate: str, cues: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -551,7 +566,7 @@ class _Scoring:
         """S_name + O_name + 2.0 (w_s S + w_o O + 0.6 w_p P) (graphs/_recode_paper.py)."""
         subject = self._kind(sims[0], texts["subject"], column)
         object_ = self._kind(sims[1], texts["object"], column)
-        spatial = self._kind(sims[3], texts["spatial"], column)
+        spatial = self._kind(sims[2], texts["spatial"], column)  # the layout image
         name = texts["triplet"]
         s_name = self._kind(sims[0], name, column)["score"]
         o_name = self._kind(sims[1], name, column)["score"]
@@ -571,6 +586,39 @@ class _Scoring:
                 "reasoning": cues.get("reasoning", ""),
             },
         }
+
+
+class _RegionFeatures:
+    """Scorer image features of regions, per graph, bounded (LRU), embedded in one call per miss set.
+
+    Keys name what the pixels are: ``(image handle, box)`` for a crop, ``("layout", name)`` for a
+    canonical layout. One graph serves one runtime (one scorer), so the key needs no scorer id.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def features(self, scorer: Any, regions: list[tuple[Any, Callable[[], Any]]]) -> np.ndarray:
+        with self._lock:
+            missing = [(k, make) for k, make in regions if k not in self._items]
+        if missing:
+            unique = dict(missing)
+            vectors = np.asarray(
+                scorer.embed_images([make() for make in unique.values()]), dtype=np.float32
+            )
+            with self._lock:
+                for key, vector in zip(unique, vectors, strict=True):
+                    self._items[key] = vector
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+        with self._lock:
+            out = []
+            for key, _make in regions:
+                self._items.move_to_end(key)
+                out.append(self._items[key])
+            return np.stack(out)
 
 
 def _layout_image(name: str) -> Any:

@@ -57,3 +57,34 @@ def test_recode_predcls_runs_end_to_end(
     assert metrics["R@100"] == (100.0 if hit else 0.0)
     # mR over the 24 semantic classes: only 'riding' occurs, so mR = R / 24.
     assert metrics["mR@100"] == pytest.approx(metrics["R@100"] / 24, abs=0.01)
+
+
+def test_paper_protocol_embeds_each_crop_and_layout_once(tmp_path: Path) -> None:
+    from mmagents._config import load_config
+    from mmagents.eval.recode_predcls import eval_predcls_sample
+    from mmagents.models.fake import FakeEmbedder, FakeScorer, ScriptedChat
+    from mmagents.runtime import Models
+
+    class Counting(FakeScorer):
+        images = 0
+
+        def embed_images(self, images: list[object]) -> object:
+            Counting.images += len(images)
+            return super().embed_images(images)
+
+    config = load_config(environ={"MMAGENTS_HOME": str(tmp_path / "home")})
+    llm = ScriptedChat(replies=[json.dumps(CUES)], cycle=True)
+    models = Models(config, llm=llm, scorer=Counting(), embed=FakeEmbedder())
+    Image.new("RGB", (300, 200)).save(tmp_path / "i.png")
+    boxes = [[0, 0, 99, 99], [200, 0, 299, 99], [0, 120, 99, 199]]
+    objects = [{"label": i + 1, "name": n, "box": b} for i, (n, b) in enumerate(
+        zip(["man", "horse", "hat"], boxes, strict=True))]  # fmt: skip
+    sample = {"image": str(tmp_path / "i.png"), "objects": objects,
+              "predicates": {"38": "riding", "21": "holding"}, "num_classes": 51}  # fmt: skip
+    out = eval_predcls_sample(sample, models=models, settings={"protocol": "paper"})
+    assert out["pairs"] == 6
+    from mmagents.graphs._recode_paper import layout_name
+
+    layouts = {layout_name(boxes[s], boxes[o]) for s in range(3) for o in range(3) if s != o}
+    # 3 object crops + the distinct layouts, not 3 regions x 6 pairs.
+    assert Counting.images == 3 + len(layouts) < 18
