@@ -29,10 +29,8 @@ def _pair(a: Any, b: Any, data_range: float | None) -> tuple[np.ndarray, np.ndar
         raise ValueError(
             f"images must have the same (H, W[, C]) shape, got {x.shape} and {y.shape}"
         )
-    if data_range is None:
-        data_range = (
-            255.0 if np.asarray(a).dtype == np.uint8 or not isinstance(a, np.ndarray) else 1.0
-        )
+    if data_range is None:  # 8-bit pixels (uint8 arrays, PIL images) span 255, floats 1
+        data_range = 255.0 if np.asarray(a).dtype == np.uint8 else 1.0
     return x, y, float(data_range)
 
 
