@@ -3,10 +3,16 @@
 * PSNR = 10 · log10(L² / MSE) over all pixels and channels (L = data range; ``inf`` for
   identical images).
 * SSIM (Wang, Bovik, Sheikh & Simoncelli, IEEE TIP 2004): local means, variances and covariance
-  under an 11×11 Gaussian window (σ = 1.5), ``C1 = (0.01 L)²``, ``C2 = (0.03 L)²``, the map
+  under a window, ``C1 = (0.01 L)²``, ``C2 = (0.03 L)²``, the map
   ``((2 μx μy + C1)(2 σxy + C2)) / ((μx² + μy² + C1)(σx² + σy² + C2))`` averaged over the
-  windows that fit inside the image ("valid", as the authors' reference implementation) and over
-  channels.
+  windows that fit inside the image and over channels. ``window="uniform"`` (default) is what
+  CoMM's evaluation calls (``eval/tot_metric/SSIM.py:24``: scikit-image ``structural_similarity``
+  with its defaults: a 7×7 uniform window and sample covariances, factor 49/48);
+  ``window="gaussian"`` is the paper's 11×11 Gaussian (σ = 1.5).
+
+CoMM's own scripts resize both images to 256×256 and average over *every* (generated, reference)
+pair of a document whose paths differ (``SSIM.py:14-24``, ``PSNR.py:12-21``), not over matched
+pairs; that pairing is the caller's choice here.
 
 Images are arrays ``(H, W)`` or ``(H, W, C)`` (or PIL images, read as 8-bit with L = 255).
 LPIPS, IS and FID need pretrained networks (AlexNet/VGG, Inception): they are not computed here.
@@ -56,26 +62,35 @@ def _filter(image: np.ndarray, g: np.ndarray) -> np.ndarray:
     return np.asarray(np.tensordot(g, cols, axes=(0, 0)))
 
 
-def ssim(a: Any, b: Any, *, data_range: float | None = None) -> float:
-    """Mean structural similarity (Gaussian 11×11, σ 1.5; valid windows; mean over channels).
+def ssim(a: Any, b: Any, *, data_range: float | None = None, window: str = "uniform") -> float:
+    """Mean structural similarity over valid windows and channels.
+
+    Args:
+        window: ``uniform`` (7×7, sample covariances: scikit-image's defaults, CoMM's call) or
+            ``gaussian`` (11×11, σ 1.5: Wang et al.).
 
     Raises:
-        ValueError: shapes differ, or the image is smaller than the 11×11 window.
+        ValueError: shapes differ, an unknown window, or the image is smaller than the window.
     """
     x, y, peak = _pair(a, b, data_range)
-    if min(x.shape[:2]) < 11:
-        raise ValueError("SSIM needs images of at least 11x11 pixels")
+    if window == "uniform":
+        g, cov = np.full(7, 1 / 7), 49 / 48
+    elif window == "gaussian":
+        g, cov = _gaussian(), 1.0
+    else:
+        raise ValueError(f"window must be uniform or gaussian, got {window!r}")
+    if min(x.shape[:2]) < len(g):
+        raise ValueError(f"SSIM needs images of at least {len(g)}x{len(g)} pixels")
     if x.ndim == 2:
         x, y = x[..., None], y[..., None]
     c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
-    g = _gaussian()
     values = []
     for c in range(x.shape[2]):
         xc, yc = x[..., c], y[..., c]
         mx, my = _filter(xc, g), _filter(yc, g)
-        sxx = _filter(xc * xc, g) - mx * mx
-        syy = _filter(yc * yc, g) - my * my
-        sxy = _filter(xc * yc, g) - mx * my
+        sxx = cov * (_filter(xc * xc, g) - mx * mx)
+        syy = cov * (_filter(yc * yc, g) - my * my)
+        sxy = cov * (_filter(xc * yc, g) - mx * my)
         num = (2 * mx * my + c1) * (2 * sxy + c2)
         den = (mx * mx + my * my + c1) * (sxx + syy + c2)
         values.append(float(np.mean(num / den)))

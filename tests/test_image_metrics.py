@@ -22,6 +22,7 @@ def test_ssim_of_constant_images() -> None:
     a, b = np.full((20, 20), 0.5), np.full((20, 20), 0.25)
     expected = (2 * 0.5 * 0.25 + 1e-4) / (0.25 + 0.0625 + 1e-4)
     assert ssim(a, b, data_range=1.0) == pytest.approx(expected)
+    assert ssim(a, b, data_range=1.0, window="gaussian") == pytest.approx(expected)
     assert expected == pytest.approx(0.800064, abs=1e-6)
 
 
@@ -32,6 +33,19 @@ def test_ssim_identity_noise_and_errors() -> None:
     noisy = np.clip(image + rng.normal(0, 0.2, image.shape), 0, 1)
     assert ssim(image, noisy, data_range=1.0) < 0.9
     with pytest.raises(ValueError):
-        ssim(np.zeros((8, 8)), np.zeros((8, 8)))
+        ssim(np.zeros((8, 8)), np.zeros((8, 8)), window="gaussian")  # smaller than 11x11
+    with pytest.raises(ValueError):
+        ssim(image, image, window="box")
+
+
+def test_ssim_uniform_window_on_a_hand_example() -> None:
+    # 7x7 image, one valid window. x = ramp 0..48 / 48, y = 1 - x (perfectly anti-correlated):
+    # mu_x = mu_y = 0.5; var_x = var_y = cov-scaled population variance v; cov_xy = -v.
+    x = (np.arange(49, dtype=float) / 48).reshape(7, 7)
+    y = 1 - x
+    v = 49 / 48 * np.var(x)
+    c1, c2 = 1e-4, 9e-4
+    expected = ((2 * 0.25 + c1) * (-2 * v + c2)) / ((0.5 + c1) * (2 * v + c2))
+    assert ssim(x, y, data_range=1.0) == pytest.approx(expected)
     with pytest.raises(ValueError):
         psnr(np.zeros((8, 8)), np.zeros((8, 9)))
