@@ -34,6 +34,7 @@ CONVERTERS: dict[str, str] = {
     "mrharm": "mmagents.eval.convert.mrharm:convert",
     "vg150": "mmagents.eval.convert.vg150:convert",
     "gqa200": "mmagents.eval.convert.gqa200:convert",
+    "comm": "mmagents.eval.convert.comm:convert",
 }
 
 
