@@ -127,9 +127,11 @@ class ChatAgent:
         self.checkpointer = (
             checkpointer if checkpointer is not None else sqlite_checkpointer(threads_path(config))
         )
+        #: The runtime the graph uses (the OpenAI server asks its llm for structured answers).
+        self.models = models or Models(config, llm=llm)
         self.graph = build_chat_graph(
             config,
-            models=models or Models(config, llm=llm),
+            models=self.models,
             settings=settings,
             checkpointer=self.checkpointer,
         )

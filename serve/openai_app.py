@@ -16,8 +16,10 @@ each request is answered on a throw-away thread built from the request's message
 (prompts/chat.yaml) for that turn; ``[serve] client_instructions = false`` ignores them.
 Client-side tools (``tools``, ``tool`` messages) are not supported: the agent runs its own tools,
 and the response's extra ``mmagents`` field lists the calls it made. Sampling fields
-(``temperature``, ``max_tokens``, ``stop``, ``response_format`` ...) get a 400 naming the field: the
-agent's llm samples as ``[roles.llm]`` says. ``usage`` sums the tokens of every LLM call of the turn
+(``temperature``, ``max_tokens``, ``stop``, ``seed`` ...) get a 400 naming the field: the agent's llm
+samples as ``[roles.llm]`` says. ``response_format: json_schema`` (not streamed; the subset in
+``serve/_json_schema.py``) is answered through the structured-output path: after the turn, the
+llm rewrites the answer as JSON valid for the schema (grammar / tools / prompt, with repairs). ``usage`` sums the tokens of every LLM call of the turn
 (as the backends report them); streamed, it comes as a last chunk with
 ``stream_options: {"include_usage": true}``.
 
@@ -197,7 +199,6 @@ _SAMPLING = (
     "frequency_penalty",
     "logit_bias",
     "top_logprobs",
-    "response_format",
     "tool_choice",
     "parallel_tool_calls",
     "reasoning_effort",
@@ -219,6 +220,50 @@ def _check_sampling(request: _ChatRequest) -> None:
         raise APIError(400, "n must be 1: the agent gives one answer", param="n")
     if extra.get("logprobs"):
         raise APIError(400, "logprobs are not supported", param="logprobs")
+    _answer_model(request)  # a response_format it cannot honour fails before the turn runs
+
+
+def _answer_model(request: _ChatRequest) -> type[BaseModel] | None:
+    """The pydantic model of ``response_format: json_schema`` (``None`` for plain text).
+
+    Raises:
+        APIError: 400 naming ``response_format``: another type, a schema outside the supported
+            subset, or with ``stream`` (the JSON is written after the turn, in one piece).
+    """
+    from mmagents.serve._json_schema import UnsupportedSchema, model_of
+
+    fmt = (request.model_extra or {}).get("response_format")
+    if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise APIError(
+            400, "response_format: only text and json_schema are supported", param="response_format"
+        )
+    if request.stream:
+        raise APIError(400, "response_format json_schema cannot stream", param="response_format")
+    try:
+        return model_of(fmt.get("json_schema") or {})
+    except UnsupportedSchema as exc:
+        raise APIError(400, f"response_format: {exc}", param="response_format") from None
+
+
+def _structured_answer(
+    agent: ChatAgent, model: type[BaseModel], question: str, answer: str
+) -> tuple[str, dict[str, int]]:
+    """The turn's answer rewritten as JSON valid for ``model`` (the structured-output path:
+    grammar, tools or prompt by backend, with repairs), and the tokens it took."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from mmagents._usage import counting_usage
+    from mmagents.models.structured import invoke_structured
+
+    messages = [
+        SystemMessage(content="Give the assistant's answer below as one JSON object."),
+        HumanMessage(content=f"Question: {question}\n\nAssistant's answer: {answer}"),
+    ]
+    with counting_usage() as usage:
+        result = invoke_structured(agent.models.llm, model, messages)
+    return result.value.model_dump_json(), usage.as_openai()
 
 
 @dataclass
@@ -645,6 +690,12 @@ def create_app(
             text, finish, calls, usage = await anyio.to_thread.run_sync(
                 _run_turn, chat, turn, limiter=turns
             )
+            answer_model = _answer_model(body)
+            if answer_model is not None:
+                text, extra = await anyio.to_thread.run_sync(
+                    _structured_answer, chat, answer_model, turn.text, text, limiter=turns
+                )
+                usage = {k: usage[k] + extra[k] for k in usage}
         except Exception as exc:
             # Answered here rather than by a generic handler, which would also re-raise it and
             # make uvicorn drop the client's keep-alive connection. The client learns the

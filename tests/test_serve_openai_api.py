@@ -3,6 +3,7 @@ streamed) and sampling fields refused with a 400 that names them."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -31,6 +32,11 @@ MODEL = "mmagents-chat"
 def _reply(messages: list[BaseMessage]) -> AIMessage:
     """An answer that reports its token counts as a real backend does (usage_metadata)."""
     prompt = sum(len(str(m.content).split()) for m in messages)
+    if "Assistant's answer:" in messages[-1].text:  # the structured-output step: JSON, as asked
+        said = messages[-1].text.rpartition("Assistant's answer: ")[2]
+        content = json.dumps({"answer": said, "words": len(said.split())})
+        usage = {"input_tokens": prompt, "output_tokens": 9, "total_tokens": prompt + 9}
+        return AIMessage(content=content, usage_metadata=usage)  # type: ignore[arg-type]
     return AIMessage(
         content=f"you said: {messages[-1].text}",
         usage_metadata={"input_tokens": prompt, "output_tokens": 4, "total_tokens": prompt + 4},
@@ -161,3 +167,65 @@ def test_client_instructions_can_be_switched_off() -> None:
     agent: Any = object()  # text-only and stateless: the agent is not consulted
     assert _turn_of(request, None, agent).instructions == "Be brief.\nUse lists."
     assert _turn_of(request, None, agent, client_instructions=False).instructions == ""
+
+
+SCHEMA = {
+    "name": "reply",
+    "schema": {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}, "words": {"type": "integer"}},
+        "required": ["answer", "words"],
+    },
+}
+
+
+def test_json_schema_answers_through_the_structured_path(client: Any) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "count these words"}],
+        response_format={"type": "json_schema", "json_schema": SCHEMA},
+    )
+    assert json.loads(reply.choices[0].message.content) == {
+        "answer": "you said: count these words",
+        "words": 5,
+    }
+    assert reply.usage.completion_tokens == 4 + 9  # the turn's call and the structured one
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"schema": {"$ref": "#/x"}},
+                }
+            },
+            "object schema",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "schema": {"type": "object", "properties": {"a": {"oneOf": []}}}
+                    },
+                }
+            },
+            "schema.a: unsupported keyword",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": SCHEMA}, "stream": True},
+            "cannot stream",
+        ),
+    ],
+)
+def test_json_schema_outside_the_subset_is_a_400(
+    client: Any, extra: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], **extra
+        )
+    assert info.value.body["param"] == "response_format" and match in info.value.body["message"]
