@@ -10,7 +10,7 @@ Then the medians (goal: median <= 20 s per question with the 0.5B planner on an 
     nice -n 10 .venv/bin/python bench/idealgpt_offline.py --model qwen2.5-coder-1.5b
     nice -n 10 .venv/bin/python bench/idealgpt_offline.py --prefix-states 0     # no saved states
 
-"right" is a coarse check (the answer contains an accepted answer); six or nine questions measure
+"right" is a coarse check (the answer contains an accepted answer as whole words); six or nine questions measure
 little, so read it beside the answers. State the machine's load with the figures.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -133,7 +134,8 @@ def main() -> None:
             state = graph.invoke(IdealGPTInput(image=handle, question=question).model_dump())
             answer = str(state.get("answer") or state.get("error") or "")
         wall = time.perf_counter() - start
-        right = any(a.lower() in answer.lower() for a in accepted)
+        # Whole words: "1" must not match "10".
+        right = any(re.search(rf"\b{re.escape(a.lower())}\b", answer.lower()) for a in accepted)
         rows.append((wall, usage.calls, usage.prompt, usage.generated, usage.cached, right))
         label = f"{name}: {question}"[:44]
         print(
