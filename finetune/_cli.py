@@ -6,6 +6,8 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from mmagents.errors import ConfigError
+
 __all__ = ["register"]
 
 
@@ -62,6 +64,11 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
         help="base model: encoder folder/hub id, or for --variant generative a .gguf/folder/hub id",
     )
     meme.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        help="encoder: a packaged backbone from the model zoo (sha256-checked; not with --base-model)",
+    )
+    meme.add_argument(
         "--train-layers", type=int, help="encoder: top layers trained (0 = all; default 2)"
     )
     meme.add_argument(
@@ -87,6 +94,30 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     meme.set_defaults(func=_run_meme)
 
 
+#: Encoder backbones by name -> model-zoo entry (``None`` = the packaged MiniLM-L6 default).
+BACKBONES: dict[str, str | None] = {"minilm": None, "mpnet": "all-mpnet-base-v2"}
+
+
+def _base_model(args: argparse.Namespace) -> str | None:
+    """The base model to train: ``--base-model`` as given, or ``--backbone`` assembled by the zoo.
+
+    Raises:
+        ConfigError: both ``--backbone`` and ``--base-model`` given.
+    """
+    backbone = getattr(args, "backbone", None)
+    if backbone is None:
+        return args.base_model
+    if args.base_model is not None:
+        raise ConfigError("give --backbone or --base-model, not both")
+    entry = BACKBONES[backbone]
+    if entry is None:
+        return None
+    from mmagents.models.zoo import ensure_model
+
+    # The zoo concatenates the part packages and checks the sha256 before the folder is used.
+    return str(ensure_model(entry))
+
+
 def _run_meme(args: argparse.Namespace) -> int:
     from mmagents.finetune.meme import MemeTrainConfig, train_meme_student
 
@@ -100,7 +131,7 @@ def _run_meme(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
-        base_model=args.base_model,
+        base_model=_base_model(args),
         rationale_file=args.rationales,
         keep_label_statements=args.keep_label_statements,
         rationale_epochs=args.rationale_epochs,
