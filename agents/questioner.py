@@ -11,13 +11,15 @@ is a short, bounded JSON list, so grammar-constrained decoding keeps even a 135M
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cache, partial
 from typing import Annotated, Any, NotRequired, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import BaseModel, Field, StringConstraints, create_model, field_validator
 
 from mmagents.agents import factory
@@ -33,6 +35,7 @@ __all__ = [
     "prompt_version",
     "questioner_messages",
     "sub_questions_schema",
+    "without_main_question",
 ]
 
 ROLE = "questioner"
@@ -129,10 +132,36 @@ def build_questioner(
         its attempt count. It raises :class:`~mmagents.errors.StructuredOutputError` after the
         repairs.
     """
-    return factory.structured_agent(
+    agent = factory.structured_agent(
         llm,
         ROLE,
         schema=sub_questions_schema(max_sub_questions),
         messages=partial(questioner_messages, max_sub_questions=max_sub_questions),
         max_repairs=max_repairs,
     )
+
+    def run(inputs: QuestionerInput, config: RunnableConfig) -> Structured[SubQuestions]:
+        return without_main_question(agent.invoke(inputs, config), inputs["question"])
+
+    async def arun(inputs: QuestionerInput, config: RunnableConfig) -> Structured[SubQuestions]:
+        return without_main_question(await agent.ainvoke(inputs, config), inputs["question"])
+
+    return RunnableLambda(run, afunc=arun, name=ROLE)
+
+
+def _normalised(question: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", question.lower()).split())
+
+
+def without_main_question(out: Structured[SubQuestions], question: str) -> Structured[SubQuestions]:
+    """Drop sub-questions that only restate the main question, when others remain.
+
+    Small planners often copy the user's question into the list; the VQA model answering the
+    whole question is the single-shot baseline, not a decomposition. If the main question is all
+    the model asked, it is kept (the round still gets an answer to reason on).
+    """
+    main = _normalised(question)
+    kept = [q for q in out.value.sub_questions if _normalised(q) != main]
+    if not kept or len(kept) == len(out.value.sub_questions):
+        return out
+    return replace(out, value=out.value.model_copy(update={"sub_questions": kept}))

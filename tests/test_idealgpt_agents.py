@@ -105,3 +105,15 @@ def test_bounded_repairs_raise_a_typed_error() -> None:
             {"question": "Q?", "caption": "c", "sub_answers": []}
         )
     assert info.value.attempts == 3 and len(llm.calls) == 3
+
+
+def test_questioner_drops_a_restated_main_question_when_others_remain() -> None:
+    from mmagents.agents.questioner import SubQuestions, without_main_question
+    from mmagents.models.structured import Structured
+
+    asked = ["Is this animal someone's pet?", "Does it wear a collar?"]
+    out = Structured(value=SubQuestions(sub_questions=asked), attempts=1, raw="")
+    kept = without_main_question(out, "is this animal someone's pet")
+    assert kept.value.sub_questions == ["Does it wear a collar?"] and kept.attempts == 1
+    alone = Structured(value=SubQuestions(sub_questions=asked[:1]), attempts=1, raw="")
+    assert without_main_question(alone, asked[0]).value.sub_questions == asked[:1]
