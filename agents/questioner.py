@@ -19,7 +19,7 @@ from typing import Annotated, Any, NotRequired, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, StringConstraints, create_model, field_validator
 
 from mmagents.agents import factory
@@ -132,21 +132,14 @@ def build_questioner(
         its attempt count. It raises :class:`~mmagents.errors.StructuredOutputError` after the
         repairs.
     """
-    agent = factory.structured_agent(
-        llm,
-        ROLE,
-        schema=sub_questions_schema(max_sub_questions),
-        messages=partial(questioner_messages, max_sub_questions=max_sub_questions),
-        max_repairs=max_repairs,
-    )
+    schema = sub_questions_schema(max_sub_questions)
+    render = partial(questioner_messages, max_sub_questions=max_sub_questions)
 
-    def run(inputs: QuestionerInput, config: RunnableConfig) -> Structured[SubQuestions]:
-        return without_main_question(agent.invoke(inputs, config), inputs["question"])
+    def one_call(inputs: QuestionerInput) -> factory.Steps[Structured[SubQuestions]]:
+        answer: Structured[SubQuestions] = yield schema, render(inputs)
+        return without_main_question(answer, inputs["question"])
 
-    async def arun(inputs: QuestionerInput, config: RunnableConfig) -> Structured[SubQuestions]:
-        return without_main_question(await agent.ainvoke(inputs, config), inputs["question"])
-
-    return RunnableLambda(run, afunc=arun, name=ROLE)
+    return factory.stepwise_agent(llm, ROLE, one_call, max_repairs=max_repairs)
 
 
 def _normalised(question: str) -> str:
