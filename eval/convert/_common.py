@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mmagents.errors import ConfigError, DatasetError
 
-__all__ = ["check_options", "find_file", "require"]
+__all__ = ["check_options", "find_file", "read_json", "require"]
 
 
 def check_options(name: str, options: Mapping[str, Any], allowed: set[str]) -> None:
@@ -38,3 +39,11 @@ def require(record: Mapping[str, Any], fields: list[str], path: Path, line: int)
     missing = [f for f in fields if f not in record]
     if missing:
         raise DatasetError(path, f"missing field(s) {', '.join(map(repr, missing))}", line)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document at ``path``; an unreadable or malformed file is a DatasetError."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(path, f"unreadable JSON: {err}") from None

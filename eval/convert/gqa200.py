@@ -18,13 +18,12 @@ in pixels.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mmagents.errors import ConfigError, DatasetError
 from mmagents.eval.convert import Conversion
-from mmagents.eval.convert._common import check_options, find_file
+from mmagents.eval.convert._common import check_options, find_file, read_json
 from mmagents.eval.convert.vg150 import relation_record
 from mmagents.graphs._recode_paper import GQA200_SEMANTIC
 
@@ -33,13 +32,6 @@ __all__ = ["SKIPPED_ENTRY", "convert"]
 #: The reference drops this (1-based) entry of the test file for val and test.
 SKIPPED_ENTRY = 5580
 NUM_VAL = 5000
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DatasetError(path, f"unreadable JSON: {err}") from None
 
 
 def convert(
@@ -62,7 +54,7 @@ def convert(
     images_dir = Path(options.get("images") or src / "images")
     limit = int(options["limit"]) if options.get("limit") is not None else None
     info_path = find_file(src, ["GQA_200_ID_Info.json"], "GQA200 dictionary")
-    info = _read_json(info_path)
+    info = read_json(info_path)
     try:
         classes, predicates_all = list(info["ind_to_classes"]), list(info["ind_to_predicates"])
     except (KeyError, TypeError):
@@ -71,7 +63,7 @@ def convert(
     predicates = {i: predicates_all[i] for i in sorted(keep) if i < len(predicates_all)}
     name = "GQA_200_Train.json" if split == "train" else "GQA_200_Test.json"
     data_path = find_file(src, [name], f"GQA200 {name}")
-    data = _read_json(data_path)
+    data = read_json(data_path)
     try:
         columns = [
             data[k]

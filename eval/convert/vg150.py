@@ -26,7 +26,6 @@ name of the evaluated predicates) and ``dataset``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from mmagents.errors import ConfigError, DatasetError
 from mmagents.eval.convert import Conversion
-from mmagents.eval.convert._common import check_options, find_file
+from mmagents.eval.convert._common import check_options, find_file, read_json
 from mmagents.graphs._recode_paper import VG150_SEMANTIC
 
 __all__ = ["CORRUPTED", "convert", "relation_record"]
@@ -43,13 +42,6 @@ BOX_SCALE = 1024
 #: Images RECODE skips when it lines image_data.json up with the h5 rows.
 CORRUPTED = frozenset({1592, 1722, 4616, 4617})
 NUM_VAL = 5000
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DatasetError(path, f"unreadable JSON: {err}") from None
 
 
 def relation_record(
@@ -88,7 +80,7 @@ def relation_record(
 
 def _images(src: Path, n_rows: int) -> list[dict[str, Any]]:
     path = find_file(src, ["image_data.json"], "image_data.json")
-    entries = _read_json(path)
+    entries = read_json(path)
     if not isinstance(entries, list):
         raise DatasetError(path, "expected a list of image entries")
     kept = [e for e in entries if int(e.get("image_id", -1)) not in CORRUPTED]
@@ -133,7 +125,7 @@ def convert(
         semantic = semantic.lower() in ("1", "true", "yes", "on")
     images_dir = Path(options.get("images") or src / "VG_100K")
     limit = int(options["limit"]) if options.get("limit") is not None else None
-    dicts = _read_json(find_file(src, ["VG-SGG-dicts-with-attri.json"], "VG150 dictionary"))
+    dicts = read_json(find_file(src, ["VG-SGG-dicts-with-attri.json"], "VG150 dictionary"))
     try:
         idx_to_label = {int(k): v for k, v in dicts["idx_to_label"].items()}
         idx_to_pred = {int(k): v for k, v in dicts["idx_to_predicate"].items()}
