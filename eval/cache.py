@@ -69,6 +69,41 @@ class Uncacheable(TypeError):
     """A value or argument the cache cannot encode; the call then runs uncached."""
 
 
+#: how long opening the cache keeps retrying a lock held by another process (seconds)
+_OPEN_RETRY_S = 60.0
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Journal mode, sync level, busy timeout and schema for a new connection."""
+    conn.execute("PRAGMA busy_timeout=60000")
+    # Switching to WAL takes an exclusive lock and SQLite does not always call the busy handler
+    # for it, so two processes opening a new cache at once can see "database is locked": only the
+    # first open of a file switches (the mode is stored in the file), and callers retry.
+    (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    if str(mode).lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL: no fsync per commit, yet commits survive a killed process.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(_SCHEMA)
+
+
+def _with_busy_retry(step: Callable[[], None], budget_s: float = _OPEN_RETRY_S) -> None:
+    """Run ``step``, retrying with backoff while SQLite reports the file busy or locked."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.01
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            transient = "locked" in message or "busy" in message
+            if not transient or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 class CallCache:
     """A key → JSON value store in SQLite that counts hits and misses per kind.
 
@@ -112,11 +147,11 @@ class CallCache:
             conn = sqlite3.connect(
                 self.path, timeout=60, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: no fsync per commit, yet commits survive a killed process.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute(_SCHEMA)
+            try:
+                _with_busy_retry(lambda: _prepare(conn))
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)

@@ -149,3 +149,67 @@ def test_a_bad_cache_entry_is_a_miss_and_is_replaced(tmp_path: Path) -> None:
     assert proxy.caption("x") == "caption of x" and Backend.calls == 2  # recomputed
     assert proxy.caption("x") == "caption of x" and Backend.calls == 2  # and replaced
     assert store.stats()["corrupt"] == 1
+
+
+def _open_and_write(path: str, worker: int, barrier: Any) -> str:
+    """One process's first use of a shared, brand-new cache file, started with the others."""
+    barrier.wait()
+    try:
+        cache = CallCache(path)
+    except CacheError as exc:
+        return str(exc)
+    try:
+        cache.put("llm", f"k{worker}", f"v{worker}")
+        return cache.get("llm", f"k{worker}") or ""
+    finally:
+        cache.close()
+
+
+def test_processes_opening_one_new_cache_at_once_all_succeed(tmp_path: Path) -> None:
+    # Two Ray shards once failed here with "database is locked": switching a new file to WAL
+    # takes an exclusive lock for which SQLite does not always wait. Eight processes released
+    # by one barrier reproduced it in about 3 of 10 rounds before the fix.
+    import multiprocessing as mp
+
+    workers = 8
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(workers) as pool:
+        for attempt in range(12):
+            path = str(tmp_path / f"shared-{attempt}.sqlite")
+            barrier = manager.Barrier(workers)
+            values = pool.starmap(_open_and_write, [(path, i, barrier) for i in range(workers)])
+            assert values == [f"v{i}" for i in range(workers)]
+            with sqlite3.connect(path) as conn:
+                assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+                assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == workers
+
+
+def test_opening_retries_a_locked_file_and_gives_up_on_other_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mmagents.eval import cache as cache_module
+
+    calls: list[int] = []
+
+    def locked_twice() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+
+    cache_module._with_busy_retry(locked_twice, budget_s=5)
+    assert len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise sqlite3.OperationalError("no such table: calls")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        cache_module._with_busy_retry(broken, budget_s=5)
+    assert len(calls) == 1
+
+    def always_locked() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        cache_module._with_busy_retry(always_locked, budget_s=0.05)
