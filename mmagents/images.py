@@ -334,17 +334,15 @@ class ImageStore:
         return self.get(self.put(ref))
 
 
-_STORES: dict[tuple[str, ImageLimits], ImageStore] = {}
-_STORES_LOCK = threading.Lock()
-
-
 def default_store(config: Config | None = None) -> ImageStore:
-    """The process-wide store under ``<home>/cache/images`` for ``config`` (shared by all callers)."""
+    """A new store under ``<home>/cache/images`` with ``config``'s ``[images]`` limits.
+
+    There is no process-wide store: each call makes its own object. Stores over the same folder
+    see each other's images through it (a handle put by one resolves in another, in this process
+    or the next); each keeps its own in-memory LRU. A runtime (:class:`mmagents.runtime.Models`)
+    makes one per run and keeps it; callers that want one store shared pass the object around.
+    """
     from mmagents._config import load_config
 
     cfg = config or load_config()
-    key = (str(cfg.cache_dir / "images"), cfg.images)
-    with _STORES_LOCK:
-        if key not in _STORES:
-            _STORES[key] = ImageStore(cfg.cache_dir / "images", cfg.images)
-        return _STORES[key]
+    return ImageStore(cfg.cache_dir / "images", cfg.images)

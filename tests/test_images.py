@@ -95,3 +95,21 @@ def test_in_memory_store(tmp_path: Path) -> None:
     assert store.get(handle).size == (2, 2)
     with pytest.raises(ImageError):
         store.path(handle)
+
+
+def test_default_store_is_a_new_object_per_call_sharing_the_home_folder(tmp_path: Path) -> None:
+    from mmagents._config import load_config
+    from mmagents.images import default_store
+
+    env = {"MMAGENTS_HOME": str(tmp_path / "home"), "MMAGENTS_IMAGES__MAX_PIXELS": "100"}
+    config = load_config(environ=env)
+    first, second = default_store(config), default_store(config)
+    assert first is not second  # no process-wide store: a runtime keeps its own
+    assert first.root == second.root == config.cache_dir / "images"
+    assert first.limits == config.images and first.limits.max_pixels == 100
+    handle = first.put(Image.new("RGB", (5, 5), "red"))
+    assert second.get(handle).getpixel((0, 0)) == (255, 0, 0)  # through the folder
+    with pytest.raises(ImageTooLargeError):
+        second.put(Image.new("RGB", (11, 10)))
+    other = load_config(environ={"MMAGENTS_HOME": str(tmp_path / "other")})
+    assert handle not in default_store(other)
