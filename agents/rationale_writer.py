@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mmagents.agents import factory
 from mmagents.agents._label_leak import find_label_leaks, strip_label_mentions
 from mmagents.agents._untrusted import untrusted
-from mmagents.agents.meme_labels import LABELS
 from mmagents.errors import RationaleLeakError
+from mmagents.memes import LABELS
 from mmagents.models.structured import Structured
 from mmagents.prompts import render_messages
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmagents.finetune.meme import MemeTrainConfig, train_meme_student
     from mmagents.finetune.meme_data import read_memes
-    from mmagents.finetune.student import MemeStudent
+    from mmagents.models.memes.student import MemeStudent
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     train = args.data_root / "harmc" / "train.jsonl"

@@ -10,10 +10,11 @@ run fails before its first model call rather than halfway through.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmagents._jsonl import iter_jsonl
 from mmagents.errors import DatasetError
 from mmagents.eval.tasks import TaskSpec
 
@@ -32,42 +33,6 @@ __all__ = [
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 _REMOTE = ("http://", "https://", "data:")
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` for each non-blank line of a JSONL file.
-
-    Raises:
-        DatasetError: invalid UTF-8, invalid JSON, JSON nested too deep to parse, or a non-object
-            line, naming ``file:line``; an unreadable file.
-    """
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise DatasetError(path, f"cannot read: {exc.strerror or exc}") from None
-    with handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(
-                    path, f"invalid UTF-8 at byte {exc.start} of the line", line_no
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    path, f"invalid JSON: {exc.msg} (column {exc.colno})", line_no
-                ) from None
-            except RecursionError:
-                raise DatasetError(path, "JSON nested too deep to read", line_no) from None
-            if not isinstance(record, dict):
-                raise DatasetError(
-                    path, f"expected a JSON object, got {type(record).__name__}", line_no
-                )
-            yield line_no, record
 
 
 #: Metrics whose target is a list of answers (VQA's ten annotators); every other metric scores

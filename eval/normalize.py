@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mmagents.agents.meme_labels import SYNONYMS as MEME_LABEL_SYNONYMS
 from mmagents.errors import TaskError
+from mmagents.memes import SYNONYMS as MEME_LABEL_SYNONYMS
 
 __all__ = [
     "NORMALIZERS",
@@ -119,7 +119,7 @@ def label_map(mapping: Mapping[str, Sequence[Any]]) -> Normalizer:
 def meme_label() -> Normalizer:
     """The harmful/harmless normaliser: the vocabulary the meme training data is read with.
 
-    Every spelling of :data:`mmagents.agents.meme_labels.SYNONYMS` (``"somewhat harmful"``,
+    Every spelling of :data:`mmagents.memes.SYNONYMS` (``"somewhat harmful"``,
     ``"offensive"``, ``1`` ...) becomes ``harmful`` or ``harmless``; anything else is lower-cased
     and counts as wrong.
     """

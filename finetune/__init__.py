@@ -25,7 +25,7 @@ __all__ = ["FINETUNED", "load_finetuned", "register_finetuned"]
 
 #: kind (``student.json``'s ``kind``) → lazy loader ``(folder) -> model``.
 FINETUNED: Registry[Any] = Registry("finetuned model kind")
-FINETUNED.register("meme_student", "mmagents.finetune.student:load_student")
+FINETUNED.register("meme_student", "mmagents.models.memes:load_student")
 
 
 def register_finetuned(kind: str, target: Any, *, replace: bool = False) -> None:

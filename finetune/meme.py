@@ -226,7 +226,7 @@ def _finished_run(folder: Path, run_id: str) -> dict[str, Any] | None:
 
 
 def _validate(folder: Path, val: Sequence[MemeExample], path: Any) -> dict[str, Any]:
-    from mmagents.finetune.student import MemeStudent
+    from mmagents.models.memes.student import MemeStudent
 
     started = time.perf_counter()
     scores = evaluate_student(MemeStudent(folder), val)

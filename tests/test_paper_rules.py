@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from mmagents.errors import StructuredOutputError
-from mmagents.finetune import _mrharm_paper as mrharm
 from mmagents.graphs import _describe_paper as describe
 from mmagents.graphs import _idealgpt_paper as ideal
+from mmagents.models.memes import _mrharm_paper as mrharm
 
 CHOICES_VCR = ["He is thirsty.", "He is cold.", "He is lost.", "He is late."]
 CHOICES_VE = ["entailment", "neutral", "contradiction"]

@@ -3,7 +3,7 @@
 Reference: HKBUNLP/Mr.Harm-EMNLP2023 (``src/datasets/base_dataset.py`` at e8b9631,
 ``src/modules/mm_module.py`` / ``src/config.py`` / ``src/modules/t5_model.py`` at 2baf45c,
 ``run.py`` and ``README.md``); the rule table with line numbers is in ``docs/reproduce.md``, and
-``tests/test_paper_mrharm.py`` checks each rule on hand-worked inputs. Standard library only: the
+``tests/test_paper_rules.py`` checks each rule on hand-worked inputs. Standard library only: the
 trainer imports this on a bare torch + transformers machine.
 
 Rules:

@@ -1,10 +1,14 @@
 """A trained meme student folder as a backend: ``load_student(folder).classify(text, caption)``.
 
 The folder written by ``mmagents finetune meme`` holds ``student.json`` (``kind = "meme_student"``,
-its variant, base model and training options) beside the weights. :func:`load_student` reads it
-once per process and returns a :class:`MemeStudent`, whatever the variant: the encoder student
-gives a label and its probability, the generative student also writes its own rationale. No LLM
-is involved at inference, as in the paper.
+its variant, base model and training options) beside the weights. :func:`load_student` checks it
+and returns a :class:`MemeStudent`, whatever the variant: the encoder student gives a label and its
+probability, the generative student also writes its own rationale, the t5-clip student (the
+paper's) reads the meme image and can generate its answer. No LLM is involved at inference, as in
+the paper.
+
+This module is inference only; training (``mmagents.finetune``) writes the folder with
+:func:`write_student_meta` and imports the variants' networks from here.
 """
 
 from __future__ import annotations
@@ -17,15 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from mmagents.errors import ConfigError
-from mmagents.finetune.meme_data import LABELS, MemeExample
+from mmagents.memes import LABELS, MemeExample
 
 __all__ = [
+    "KIND",
+    "VARIANTS",
     "MemeStudent",
     "StudentPrediction",
     "load_student",
     "read_student_meta",
     "write_student_meta",
 ]
+
+#: ``student.json``'s ``kind`` of a meme student.
+KIND = "meme_student"
+#: The student variants, as ``student.json`` names them.
+VARIANTS = ("encoder", "generative", "t5-clip")
 
 _LOCK = threading.Lock()
 _LOADED: dict[tuple[str, int], MemeStudent] = {}
@@ -63,7 +74,7 @@ def write_student_meta(
 ) -> None:
     """Write ``student.json``: what :func:`load_student` needs to rebuild the student."""
     meta = {
-        "kind": "meme_student",
+        "kind": KIND,
         "variant": variant,
         "labels": list(LABELS),
         "base_model": base_model,
@@ -90,15 +101,15 @@ def read_student_meta(folder: str | Path) -> dict[str, Any]:
         ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON: {exc.msg}") from None
-    if not isinstance(meta, dict) or meta.get("kind") != "meme_student":
-        raise ConfigError(f"{path} does not describe a meme student (kind != 'meme_student')")
-    if meta.get("variant") not in ("encoder", "generative", "t5-clip"):
+    if not isinstance(meta, dict) or meta.get("kind") != KIND:
+        raise ConfigError(f"{path} does not describe a meme student (kind != {KIND!r})")
+    if meta.get("variant") not in VARIANTS:
         raise ConfigError(f"{path}: unknown student variant {meta.get('variant')!r}")
     return meta
 
 
 class MemeStudent:
-    """One interface over both student variants.
+    """One interface over the three student variants.
 
     Args:
         folder: A trained student folder.
@@ -110,15 +121,15 @@ class MemeStudent:
         self.variant: str = self.meta["variant"]
         self._lock = threading.Lock()  # torch modules are shared by the harness's threads
         if self.variant == "encoder":
-            from mmagents.finetune.meme_encoder import EncoderStudent
+            from mmagents.models.memes.encoder import EncoderStudent
 
             self._model: Any = EncoderStudent(self.folder)
         elif self.variant == "t5-clip":
-            from mmagents.finetune.meme_t5clip import T5ClipStudent
+            from mmagents.models.memes.t5clip import T5ClipStudent
 
             self._model = T5ClipStudent(self.folder)
         else:
-            from mmagents.finetune.meme_generative import GenerativeStudent
+            from mmagents.models.memes.generative import GenerativeStudent
 
             self._model = GenerativeStudent(self.folder)
 
