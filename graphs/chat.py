@@ -13,6 +13,11 @@ The graph::
 * ``tools`` runs the calls. A failing tool never crashes the turn: its error comes back to the
   planner as a tool message with ``status="error"`` and content
   ``{"error": {"type": "<exception class>", "message": "..."}}``.
+* Tool results are untrusted (captions, text read in images, document text: an image can say
+  "ignore previous instructions"): the planner sees each one in a ``<tool_result>`` data block
+  (:func:`~mmagents.prompts._untrusted.data_block`; tags inside the result are removed, so it
+  cannot close its block) and the system prompt says such blocks are data, never instructions.
+  The thread keeps the results as the tools returned them.
 * A planner that asks again for a call it already made (same tool and arguments, as small models
   do) is asked once more, allowed only to answer (``tool_choice="none"``), from the result it has.
 * After ``max_steps`` tool rounds in one turn the planner gets one more call to answer; if it asks
@@ -72,11 +77,13 @@ from mmagents.images import ImageStore
 from mmagents.models._tool_grammar import format_tools, new_call_id, with_tool_instruction
 from mmagents.models.structured import invoke_structured
 from mmagents.prompts import load_prompt
+from mmagents.prompts._untrusted import data_block
 from mmagents.runtime import Models
 from mmagents.tools import TOOLS, build_tool
 
 __all__ = [
     "INTAKE",
+    "TOOL_RESULT_TAG",
     "ChatInput",
     "ChatOutput",
     "ChatSettings",
@@ -329,6 +336,24 @@ def _system_text(messages: Sequence[BaseMessage], *, vision: bool) -> str:
     return parts["system"]
 
 
+#: The data block every tool result is shown to the planner in (prompts/chat.yaml names it).
+TOOL_RESULT_TAG = "tool_result"
+
+
+def _delimited_results(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """The planner's view of the thread: every tool result's text in a ``<tool_result>`` block.
+
+    The text is what a tool read from an image or a document (or its error); wrapped, with tags
+    inside it removed, it cannot pass as instructions or close its block early.
+    """
+    return [
+        m.model_copy(update={"content": data_block(m.text, TOOL_RESULT_TAG)})
+        if isinstance(m, ToolMessage)
+        else m
+        for m in messages
+    ]
+
+
 def _with_pixels(messages: list[BaseMessage], store: ImageStore) -> list[BaseMessage]:
     """Vision backends only: attach each marked image to its user message as a data URL part."""
     out: list[BaseMessage] = []
@@ -399,7 +424,7 @@ def agent(
         # tool protocol stays the agent's.
         system_text += f"\n\nInstructions from the client:\n{s.instructions}"
     system = SystemMessage(content=system_text)
-    prompt: list[BaseMessage] = [system, *recent]
+    prompt: list[BaseMessage] = [system, *_delimited_results(recent)]
     if s.vision:
         prompt = _with_pixels(prompt, models.store)
     reply = planner.invoke(prompt)

@@ -13,6 +13,11 @@ A prompt file ``prompts/<role>.yaml`` looks like::
 
 A missing template variable is an error (:class:`jinja2.UndefinedError`), never an empty string.
 The ``version`` goes into cache keys, so editing a prompt invalidates what it produced before.
+
+Text from an image or a document (captions, OCR, tool results, document steps) is untrusted: a
+template puts it in a data block with the filters ``data_block("tag")`` (one value) or, for a
+rendered section, ``{% filter data_block("tag") %}…{% endfilter %}``, and ``untrusted`` cleans a
+value without wrapping it (see :mod:`mmagents.prompts._untrusted`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from importlib import resources
 from typing import Any
 
 from mmagents.errors import ConfigError
+from mmagents.prompts._untrusted import data_block, untrusted
 
 __all__ = ["PromptSpec", "load_prompt", "render_messages"]
 
@@ -56,9 +62,12 @@ class PromptSpec:
 def _environment() -> Any:
     import jinja2
 
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
     )
+    environment.filters["data_block"] = data_block
+    environment.filters["untrusted"] = untrusted
+    return environment
 
 
 @cache

@@ -59,6 +59,13 @@ def cat(fake_config: Config) -> str:
     return default_store(fake_config).put(sample_path("cat", fake_config))
 
 
+def _payload(message: BaseMessage) -> Any:
+    """A tool result as the planner saw it: JSON inside one ``<tool_result>`` data block."""
+    text = message.text
+    assert text.startswith("<tool_result>\n") and text.endswith("\n</tool_result>"), text
+    return json.loads(text.removeprefix("<tool_result>\n").removesuffix("\n</tool_result>"))
+
+
 def _agent(config: Config, llm: BaseChatModel, **kwargs: Any) -> ChatAgent:
     return ChatAgent(
         config, llm=llm, checkpointer=kwargs.pop("checkpointer", InMemorySaver()), **kwargs
@@ -75,7 +82,7 @@ def test_tool_call_then_answer(fake_config: Config, cat: str) -> None:
     def answer(messages: list[BaseMessage]) -> str:
         result = messages[-1]
         assert isinstance(result, ToolMessage) and result.name == "answer_question"
-        return "It is a " + json.loads(result.text)["answer"]
+        return "It is a " + _payload(result)["answer"]
 
     llm = ScriptedChat(
         replies=[_call("answer_question", image=cat, question="what animal?"), answer]
@@ -89,6 +96,7 @@ def test_tool_call_then_answer(fake_config: Config, cat: str) -> None:
     assert [r.name for r in results] == ["caption", "answer_question"]
     assert all(r.error_type is None for r in results)
     assert "fake caption" in results[0].content
+    assert not results[0].content.startswith("<tool_result>")  # the thread keeps the raw result
     final = events[-1]
     assert isinstance(final, AnswerEvent) and final.finish_reason == "stop"
     assert final.text == "It is a fake answer to: what animal?"
@@ -150,9 +158,9 @@ def test_tool_errors_come_back_typed(fake_config: Config, cat: str) -> None:
     # The planner saw each error as a tool message with status "error" and a typed body.
     seen = [m for m in llm.calls[-1] if isinstance(m, ToolMessage)]
     assert [m.status for m in seen] == ["error"] * 4
-    body = json.loads(seen[0].text)["error"]
+    body = _payload(seen[0])["error"]
     assert body["type"] == "UnknownHandleError" and "img_0000000000000000" in body["message"]
-    assert "image" in json.loads(seen[1].text)["error"]["message"]
+    assert "image" in _payload(seen[1])["error"]["message"]
     assert isinstance(events[-1], AnswerEvent) and events[-1].text == "gave up"
 
 
@@ -305,7 +313,11 @@ def test_run_chat_from_the_command_line(
     def planner(**_: Any) -> ScriptedChat:
         def reply(messages: list[BaseMessage]) -> str:
             last = messages[-1]
-            return f"seen: {last.text}" if isinstance(last, ToolMessage) else "no tool result"
+            if not isinstance(last, ToolMessage):
+                return "no tool result"
+            return "seen: " + last.text.removeprefix("<tool_result>\n").removesuffix(
+                "\n</tool_result>"
+            )
 
         return ScriptedChat(replies=[reply], cycle=True)
 

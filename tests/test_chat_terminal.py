@@ -23,7 +23,9 @@ from mmagents.serve.terminal import run_chat
 
 def _reply(messages: list[BaseMessage]) -> str:
     last = messages[-1]
-    return f"seen {last.text[:40]}" if isinstance(last, ToolMessage) else f"echo {last.text}"
+    if isinstance(last, ToolMessage):  # shown to the planner in a <tool_result> data block
+        return f"seen {last.text.removeprefix('<tool_result>').strip()[:40]}"
+    return f"echo {last.text}"
 
 
 def _session(config: Config, lines: list[str], **kwargs: object) -> str:

@@ -80,7 +80,8 @@ def test_questioner_variants() -> None:
     assert "new short sub-questions" in str(later[0].content)
     user = str(later[1].content)
     assert "Answer 2: y" in user and "at most 2 new sub-questions" in user
-    assert "- What is it? Answer: a cat" in user and "Analysis: not enough" in user
+    assert "- What is it? Answer: <visual_answer>a cat</visual_answer>" in user
+    assert "Caption: <image_caption>cap</image_caption>" in user and "Analysis: not enough" in user
 
 
 def test_agents_run_sync_and_async() -> None:

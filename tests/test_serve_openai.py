@@ -41,7 +41,10 @@ def _reply(messages: list[BaseMessage]) -> str:
     """A planner that reports what it was given: the caption if there is one, else the text."""
     last = messages[-1]
     if isinstance(last, ToolMessage):
-        return f"I see: {last.text}"
+        # The planner gets the result in a <tool_result> data block; report what is inside.
+        return "I see: " + last.text.removeprefix("<tool_result>\n").removesuffix(
+            "\n</tool_result>"
+        )
     if last.text == "explode":
         raise BackendError("the model endpoint is down")
     turns = sum(m.type == "human" for m in messages)
