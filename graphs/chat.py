@@ -75,6 +75,7 @@ from mmagents._config import Config
 from mmagents.graphs._settings import PipelineSettings, context_of, resolve_settings
 from mmagents.images import ImageStore
 from mmagents.models._tool_grammar import format_tools, new_call_id, with_tool_instruction
+from mmagents.models.sampling import Sampling, output_tokens
 from mmagents.models.structured import invoke_structured
 from mmagents.prompts import load_prompt
 from mmagents.prompts._untrusted import data_block
@@ -143,6 +144,11 @@ class ChatSettings(PipelineSettings):
         max_length=8000,
         description="Extra instructions after the system prompt's own (per run; the OpenAI "
         "server puts its clients' system messages here).",
+    )
+    sampling: Sampling | None = Field(
+        None,
+        description="Per-run sampling of the planner's calls (models/sampling.py; max_tokens is "
+        "the turn's budget for them). The OpenAI server puts its clients' parameters here.",
     )
 
 
@@ -254,9 +260,12 @@ def _planner(llm: BaseChatModel, tools: list[BaseTool]) -> Runnable[Any, Any]:
     specs = format_tools(tools)
     names = {spec["name"] for spec in specs}
 
-    def decide(messages: list[BaseMessage], config: RunnableConfig | None = None) -> AIMessage:
+    def decide(
+        messages: list[BaseMessage], config: RunnableConfig | None = None, **sampling: Any
+    ) -> AIMessage:
         prompt = with_tool_instruction(messages, specs)
-        decision = invoke_structured(llm, _Decision, prompt, config=config).value
+        model: Any = llm.bind(**sampling) if sampling else llm
+        decision = invoke_structured(model, _Decision, prompt, config=config).value
         if decision.tool in names:
             call = {"name": decision.tool, "args": decision.arguments, "id": new_call_id()}
             return AIMessage(content="", tool_calls=[call])
@@ -325,6 +334,15 @@ def _step_limit_message(
         ),
         name="step_limit",
         response_metadata={"finish_reason": "step_limit"},
+    )
+
+
+def _budget_message(sampling: Sampling | None) -> AIMessage:
+    limit = sampling.max_tokens if sampling is not None else None
+    return AIMessage(
+        content=f"I stopped: the request's max_tokens ({limit}) went on tool calls before an answer.",
+        name="length",
+        response_metadata={"finish_reason": "length"},
     )
 
 
@@ -427,11 +445,16 @@ def agent(
     prompt: list[BaseMessage] = [system, *_delimited_results(recent)]
     if s.vision:
         prompt = _with_pixels(prompt, models.store)
-    reply = planner.invoke(prompt)
+    sampling: dict[str, Any] | None = {}
+    if s.sampling is not None:  # this run's; None once the turn's max_tokens are spent
+        sampling = s.sampling.call_kwargs(output_tokens(_since_last_user(messages)))
+    if sampling is None:
+        return {"messages": [_budget_message(s.sampling)]}
+    reply = planner.invoke(prompt, **sampling)
     if reply.tool_calls and _repeats(reply, recent):
         # Small planners re-request a result they already have instead of answering; the
         # result is in the prompt, so ask the same model, without tools, for the answer.
-        reply = answerer.invoke(prompt)
+        reply = answerer.invoke(prompt, **sampling)
     if reply.tool_calls and _tool_rounds(messages) >= s.max_steps:
         # The planner wants yet another round: stop instead, saying so.
         return {"messages": [_step_limit_message(messages, reply, s.max_steps)]}

@@ -37,6 +37,7 @@ from mmagents.graphs.chat import (
     chat_tools,
     user_message,
 )
+from mmagents.models.sampling import Sampling
 from mmagents.runtime import Models
 
 __all__ = [
@@ -84,10 +85,14 @@ class ToolResultEvent:
 
 @dataclass(frozen=True)
 class AnswerEvent:
-    """The turn's final answer. ``streamed``: its text already went out as tokens."""
+    """The turn's final answer. ``streamed``: its text already went out as tokens.
+
+    ``finish_reason`` is ``length`` when the run's ``max_tokens`` (``ChatSettings.sampling``) cut
+    the answer or was spent before one.
+    """
 
     text: str
-    finish_reason: Literal["stop", "step_limit"]
+    finish_reason: Literal["stop", "step_limit", "length"]
     streamed: bool
 
 
@@ -160,6 +165,7 @@ class ChatAgent:
         *,
         history: Sequence[BaseMessage] = (),
         instructions: str = "",
+        sampling: Sampling | None = None,
     ) -> Iterator[ChatEvent]:
         """Run one user turn, yielding tokens, tool calls, tool results, then the answer.
 
@@ -169,13 +175,15 @@ class ChatAgent:
             images: Handles of images attached to this message.
             history: Earlier messages to add before this turn (e.g. a stateless API request).
             instructions: Extra instructions for this turn only (``ChatSettings.instructions``).
+            sampling: The planner's sampling for this turn only (``ChatSettings.sampling``).
         """
         message = user_message(text, images)
-        context = (
-            self.settings.model_copy(update={"instructions": instructions})
-            if instructions
-            else self.settings
-        )
+        update: dict[str, Any] = {}
+        if instructions:
+            update["instructions"] = instructions
+        if sampling is not None:
+            update["sampling"] = sampling
+        context = self.settings.model_copy(update=update) if update else self.settings
         with self.lock(thread_id):
             yield from self._stream({"messages": [*history, message]}, thread_id, context)
 
@@ -218,7 +226,10 @@ class ChatAgent:
         if final is None:  # cannot happen with this graph's edges; guard against silent turns
             raise RuntimeError("the chat graph ended without an answer")
         reason = final.response_metadata.get("finish_reason")
-        yield AnswerEvent(final.text, "step_limit" if reason == "step_limit" else "stop", streamed)
+        finish: Literal["stop", "step_limit", "length"] = (
+            reason if reason in ("step_limit", "length") else "stop"
+        )
+        yield AnswerEvent(final.text, finish, streamed)
 
     def ask(self, thread_id: str, text: str, images: Sequence[str] = ()) -> AnswerEvent:
         """Run one turn and return only its answer."""

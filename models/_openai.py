@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import openai
@@ -20,6 +20,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import Field, SecretStr
 
 from mmagents.errors import ConfigError, EndpointError
+from mmagents.models.sampling import SAMPLING_PARAMS
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -95,7 +96,13 @@ class EndpointChatOpenAI(ChatOpenAI):
     (``attempts`` in all) with back-off, each attempt's timeout cut to what is left of
     ``deadline`` seconds. A call never takes longer than ``deadline`` (plus the last
     attempt's connection set-up). Streams are retried only before their first chunk.
+
+    **Sampling per call.** Every parameter of :data:`~mmagents.models.sampling.SAMPLING_PARAMS`
+    passed to ``invoke`` is forwarded in that request (``max_tokens`` as ``max_completion_tokens``,
+    and as the classic ``max_tokens`` too where :func:`make_chat` sends it for other servers).
     """
+
+    sampling_params: ClassVar[frozenset[str]] = SAMPLING_PARAMS
 
     structured_mode: str = Field(default="tools", exclude=True)
     deadline: float = Field(default=90.0, gt=0, exclude=True)
@@ -105,6 +112,16 @@ class EndpointChatOpenAI(ChatOpenAI):
     def endpoint(self) -> str:
         """The base URL requests go to."""
         return self.openai_api_base or DEFAULT_BASE_URL
+
+    def _get_request_payload(
+        self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        limit = kwargs.get("max_tokens")
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        extra = payload.get("extra_body")
+        if limit is not None and isinstance(extra, dict) and "max_tokens" in extra:
+            payload["extra_body"] = {**extra, "max_tokens": limit}  # this call's, not the config's
+        return payload
 
     def _attempt_timeout(self, ends: float) -> float:
         per_attempt = self.request_timeout if isinstance(self.request_timeout, int | float) else 60

@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -22,6 +22,7 @@ from PIL import Image
 from pydantic import ConfigDict, PrivateAttr
 
 from mmagents.models.base import GeneratedImage, OcrLine, ScorerBase
+from mmagents.models.sampling import cut_at_stop
 
 __all__ = [
     "FakeEmbedder",
@@ -42,9 +43,16 @@ class ScriptedChat(BaseChatModel):
         replies: Strings, ``AIMessage`` objects (e.g. with ``tool_calls``) or callables receiving
             the messages; replayed in order. ``cycle=True`` repeats them forever.
         cycle: Repeat the script instead of failing when it runs out.
+
+    Per call it honours two sampling parameters, on the reply's text (tool calls are left
+    whole): ``max_tokens`` keeps the first N whitespace-separated words (its stand-in for
+    tokens; ``finish_reason`` ``length``, ``output_tokens`` N) and ``stop`` cuts the text before
+    the first stop string. A script has no temperature, seed or penalties to honour, so it
+    declares none of them (the OpenAI server then refuses them by name).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    sampling_params: ClassVar[frozenset[str]] = frozenset({"max_tokens", "stop"})
 
     replies: list[Any]
     cycle: bool = False
@@ -52,6 +60,7 @@ class ScriptedChat(BaseChatModel):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _replay: Any = PrivateAttr(default=None)
     _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+    _kwargs: list[dict[str, Any]] = PrivateAttr(default_factory=list)
 
     @property
     def _llm_type(self) -> str:
@@ -61,6 +70,11 @@ class ScriptedChat(BaseChatModel):
     def calls(self) -> list[list[BaseMessage]]:
         """The message lists of every call so far."""
         return self._calls
+
+    @property
+    def call_kwargs(self) -> list[dict[str, Any]]:
+        """The keyword arguments (``stop`` included) of every call so far."""
+        return self._kwargs
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
         """Accept tools (scripted replies decide whether to call them)."""
@@ -88,7 +102,34 @@ class ScriptedChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._next(messages))])
+        with self._lock:
+            self._kwargs.append({**kwargs, **({"stop": stop} if stop else {})})
+        message = _sampled(self._next(messages), kwargs.get("max_tokens"), stop)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _sampled(message: AIMessage, max_tokens: int | None, stop: list[str] | None) -> AIMessage:
+    """A scripted reply with ``stop`` and ``max_tokens`` (as words) applied to its text."""
+    if message.tool_calls or not isinstance(message.content, str):
+        return message
+    text, reason = message.content, None
+    if stop:
+        text, found = cut_at_stop(text, stop)
+        reason = "stop" if found else None
+    usage: dict[str, Any] = dict(message.usage_metadata or {})
+    words = text.split()
+    if max_tokens is not None and len(words) > max_tokens:
+        text, reason = " ".join(words[:max_tokens]), "length"
+        prompt = int(usage.get("input_tokens", 0))
+        usage = {"input_tokens": prompt, "output_tokens": max_tokens}
+        usage["total_tokens"] = prompt + max_tokens
+    if reason is None:
+        return message
+    metadata = {**message.response_metadata, "finish_reason": reason}
+    update: dict[str, Any] = {"content": text, "response_metadata": metadata}
+    if usage:
+        update["usage_metadata"] = usage
+    return message.model_copy(update=update)
 
 
 def _unit(seed: str, dim: int) -> np.ndarray:

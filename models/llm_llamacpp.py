@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -42,6 +42,7 @@ from pydantic import ConfigDict, Field
 from mmagents._cpu import CpuMeter, prefer_passive_waits
 from mmagents.errors import BackendError, BackendUnavailableError
 from mmagents.models import _tool_grammar, zoo
+from mmagents.models.sampling import SAMPLING_PARAMS, StopCutter, cut_at_stop
 
 __all__ = ["LlamaCppChat", "default_gguf_path", "to_llama_messages"]
 
@@ -151,9 +152,14 @@ class LlamaCppChat(BaseChatModel):
         prefix_states: How many conversation states to keep per loaded model, one per system
             prompt, so a call whose system prompt was seen before re-reads only what follows it
             (0 turns this off).
+
+    Per call (``invoke(..., temperature=0.7, stop=["\\n"])``) it honours every parameter of
+    :data:`~mmagents.models.sampling.SAMPLING_PARAMS`; the configured values are the defaults.
+    With tools bound, ``stop`` cuts the answer text, never the tool-call JSON.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    sampling_params: ClassVar[frozenset[str]] = SAMPLING_PARAMS
 
     model: str = zoo.DEFAULT_LLM
     model_path: str | None = None
@@ -267,14 +273,18 @@ class LlamaCppChat(BaseChatModel):
             slot.threads = threads
 
     def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """llama.cpp's sampling arguments: this call's values, else the configured ones."""
         params: dict[str, Any] = {
             "temperature": kwargs.get("temperature", self.temperature),
             "max_tokens": kwargs.get("max_tokens", self.max_tokens),
-            "top_p": self.top_p,
+            "top_p": kwargs.get("top_p", self.top_p),
             "repeat_penalty": self.repeat_penalty,
-            "seed": self.seed,
+            "seed": kwargs.get("seed", self.seed),
             "stop": stop or [],
         }
+        for name in ("presence_penalty", "frequency_penalty"):
+            if kwargs.get(name) is not None:
+                params[name] = kwargs[name]
         if kwargs.get("response_format") is not None:
             params["response_format"] = kwargs["response_format"]
         return params
@@ -318,8 +328,10 @@ class LlamaCppChat(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         names: list[str] | None = None
+        answer_stop: list[str] | None = None
         if kwargs.get("tools"):
             messages, kwargs, names = self._tool_request(messages, dict(kwargs))
+            answer_stop, stop = stop, None  # a stop string must not cut the decision's JSON
         with self._session(messages) as (client, cached):
             try:
                 result = client.create_chat_completion(
@@ -346,7 +358,7 @@ class LlamaCppChat(BaseChatModel):
         }
         text = choice["message"].get("content") or ""
         if names is not None:
-            message = _tool_grammar.decision_message(text, names, **fields)
+            message = _decision(text, names, answer_stop, fields)
         else:
             message = AIMessage(content=text, **fields)
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -361,11 +373,17 @@ class LlamaCppChat(BaseChatModel):
         if kwargs.get("tools"):
             yield from self._stream_decision(messages, stop, run_manager, kwargs)
             return
-        with self._session(messages) as (client, _):
+        finish = None
+        counter = _TokenCounter()
+        with self._session(messages) as (client, cached):
             stream = client.create_chat_completion(
-                messages=to_llama_messages(messages), stream=True, **self._params(stop, kwargs)
+                messages=to_llama_messages(messages),
+                stream=True,
+                **self._params(stop, kwargs),
+                **counter.argument(client),
             )
             for event in stream:
+                finish = event["choices"][0].get("finish_reason") or finish
                 delta = event["choices"][0].get("delta", {}).get("content") or ""
                 if not delta:
                     continue
@@ -373,6 +391,7 @@ class LlamaCppChat(BaseChatModel):
                 if run_manager is not None:
                     run_manager.on_llm_new_token(delta, chunk=chunk)
                 yield chunk
+        yield counter.last_chunk(finish, cached)
 
     def _stream_decision(
         self,
@@ -384,23 +403,33 @@ class LlamaCppChat(BaseChatModel):
         """Stream a tools-bound reply: answer text as it decodes, a tool call once complete."""
         messages, kwargs, names = self._tool_request(messages, dict(kwargs))
         answer = _tool_grammar.AnswerStream()
-        with self._session(messages) as (client, _):
+        cutter = StopCutter(stop)  # on the answer text; the decision's JSON is never cut
+        finish = None
+        counter = _TokenCounter()
+        with self._session(messages) as (client, cached):
             try:
                 stream = client.create_chat_completion(
-                    messages=to_llama_messages(messages), stream=True, **self._params(stop, kwargs)
+                    messages=to_llama_messages(messages),
+                    stream=True,
+                    **self._params(None, kwargs),
+                    **counter.argument(client),
                 )
                 events = iter(stream)
                 first = next(events, None)  # the prompt is evaluated here
             except ValueError as exc:  # e.g. prompt longer than the context window
                 raise BackendError(f"llama.cpp generation failed: {exc}") from exc
             for event in itertools.chain([first] if first is not None else [], events):
-                text = answer.feed(event["choices"][0].get("delta", {}).get("content") or "")
-                if text:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                    if run_manager is not None:
-                        run_manager.on_llm_new_token(text, chunk=chunk)
-                    yield chunk
-        final = _tool_grammar.decision_message(answer.raw, names)
+                finish = event["choices"][0].get("finish_reason") or finish
+                decoded = answer.feed(event["choices"][0].get("delta", {}).get("content") or "")
+                if decoded:
+                    yield from _token(cutter.feed(decoded), run_manager)
+                if cutter.stopped:
+                    break
+            yield from _token(cutter.flush(), run_manager)
+        if answer.started:  # streamed: only how it ended is left to say
+            yield counter.last_chunk("stop" if cutter.stopped else finish, cached)
+            return
+        final = _decision(answer.raw, names, stop, {"response_metadata": {"finish_reason": finish}})
         if final.tool_calls:
             call = final.tool_calls[0]
             tool_chunk = tool_call_chunk(
@@ -409,9 +438,86 @@ class LlamaCppChat(BaseChatModel):
             yield ChatGenerationChunk(
                 message=AIMessageChunk(content="", tool_call_chunks=[tool_chunk])
             )
-        elif not answer.started and final.text:
+        elif final.text:
             # Not a streamed answer (the reply did not follow the schema): emit it whole.
             yield ChatGenerationChunk(message=AIMessageChunk(content=final.text))
+        yield counter.last_chunk(finish, cached)
+
+
+class _TokenCounter:
+    """Counts a streamed call's tokens (llama.cpp reports usage only when not streaming).
+
+    A logits processor runs once per sampled token and first sees the whole prompt; the
+    end-of-generation token that ends a ``stop`` finish is sampled but, as in llama.cpp's own
+    count, not a completion token.
+    """
+
+    def __init__(self) -> None:
+        self.prompt: int | None = None
+        self.sampled = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.prompt is None:
+            self.prompt = len(input_ids)
+        self.sampled += 1
+        return scores
+
+    def argument(self, client: Any) -> dict[str, Any]:
+        """The ``logits_processor`` argument (none for a test double of the llama client)."""
+        if not hasattr(client, "ctx"):
+            return {}
+        import llama_cpp
+
+        return {"logits_processor": llama_cpp.LogitsProcessorList([self])}
+
+    def last_chunk(self, finish: str | None, cached: dict[str, Any]) -> ChatGenerationChunk:
+        """The stream's closing chunk: its finish reason and token usage."""
+        meta = {"finish_reason": finish} if finish else {}
+        if self.prompt is None:
+            return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta))
+        completion = max(0, self.sampled - (1 if finish == "stop" else 0))
+        usage: dict[str, Any] = {
+            "input_tokens": self.prompt,
+            "output_tokens": completion,
+            "total_tokens": self.prompt + completion,
+            "input_token_details": {"cache_read": min(cached["cache_read"], self.prompt)},
+        }
+        message = AIMessageChunk(content="", response_metadata=meta, usage_metadata=usage)  # type: ignore[arg-type]
+        return ChatGenerationChunk(message=message)
+
+
+def _token(
+    text: str, run_manager: CallbackManagerForLLMRun | None
+) -> Iterator[ChatGenerationChunk]:
+    """``text`` as one streamed chunk (nothing when empty), reported to the run's callbacks."""
+    if not text:
+        return
+    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+    if run_manager is not None:
+        run_manager.on_llm_new_token(text, chunk=chunk)
+    yield chunk
+
+
+def _decision(
+    raw: str, names: list[str], stop: list[str] | None, fields: dict[str, Any]
+) -> AIMessage:
+    """A tools-bound reply as a message: a reply cut by ``max_tokens`` keeps the answer text it
+    had decoded (not the broken JSON), and ``stop`` cuts the answer text."""
+    metadata = fields.get("response_metadata") or {}
+    message = _tool_grammar.decision_message(raw, names, **fields)
+    if metadata.get("finish_reason") == "length" and not message.tool_calls:
+        partial = _tool_grammar.AnswerStream()
+        decoded = partial.feed(raw)
+        if partial.started:
+            message = AIMessage(content=decoded, **fields)
+    if stop and not message.tool_calls:
+        text, found = cut_at_stop(message.text, stop)
+        if found:
+            message = AIMessage(
+                content=text,
+                **{**fields, "response_metadata": metadata | {"finish_reason": "stop"}},
+            )
+    return message
 
 
 def _system_text(messages: Sequence[BaseMessage]) -> str | None:

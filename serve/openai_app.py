@@ -16,8 +16,11 @@ each request is answered on a throw-away thread built from the request's message
 (prompts/chat.yaml) for that turn; ``[serve] client_instructions = false`` ignores them.
 Client-side tools (``tools``, ``tool`` messages) are not supported: the agent runs its own tools,
 and the response's extra ``mmagents`` field lists the calls it made. Sampling fields
-(``temperature``, ``max_tokens``, ``stop``, ``seed`` ...) get a 400 naming the field: the agent's llm
-samples as ``[roles.llm]`` says. ``response_format: json_schema`` (not streamed; the subset in
+(``temperature``, ``top_p``, ``max_tokens`` / ``max_completion_tokens``, ``stop``, ``seed``,
+``presence_penalty``, ``frequency_penalty``) apply to this turn's planner calls where the llm
+backend honours them (its ``sampling_params``; ``max_tokens`` is the turn's budget); one it does
+not honour, ``n`` > 1, ``logit_bias`` and the like get a 400 naming the field (docs/serve.md).
+``response_format: json_schema`` (not streamed; the subset in
 ``serve/_json_schema.py``) is answered through the structured-output path: after the turn, the
 llm rewrites the answer as JSON valid for the schema (grammar / tools / prompt, with repairs). ``usage`` sums the tokens of every LLM call of the turn
 (as the backends report them); streamed, it comes as a last chunk with
@@ -72,6 +75,7 @@ if TYPE_CHECKING:
 
     from mmagents._config import Config
     from mmagents.graphs.chat_session import ChatAgent
+    from mmagents.models.sampling import Sampling
 
 __all__ = ["THREAD_HEADER", "APIError", "ServeSettings", "create_app", "serve"]
 
@@ -175,7 +179,7 @@ class _Message(BaseModel):
 
 
 class _ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # unknown fields: checked by _check_sampling
+    model_config = ConfigDict(extra="allow")  # unknown fields: checked by _sampling_of
     model: str
     messages: list[_Message] = Field(min_length=1)
     stream: bool = False
@@ -184,35 +188,26 @@ class _ChatRequest(BaseModel):
     tools: list[Any] | None = None
 
 
-#: Request fields that would change how the answer is sampled. The agent's llm takes its sampling
-#: from the server's config ([roles.llm]) for every step of a turn, so a client value cannot be
-#: honoured: it is refused with a 400 naming the field rather than silently ignored. ``n`` is
-#: accepted only as 1, ``logprobs`` only as false.
-_SAMPLING = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "top_logprobs",
-    "tool_choice",
-    "parallel_tool_calls",
-    "reasoning_effort",
-)
+#: Request fields the agent cannot honour at all: it gives one answer and runs its own tools.
+_REFUSED = ("logit_bias", "top_logprobs", "tool_choice", "parallel_tool_calls", "reasoning_effort")
 
 
-def _check_sampling(request: _ChatRequest) -> None:
-    extra = request.model_extra or {}
-    for name in _SAMPLING:
-        if extra.get(name) is not None:
+def _sampling_of(request: _ChatRequest, agent: ChatAgent) -> Sampling | None:
+    """The request's sampling parameters for the planner, checked against what its llm honours.
+
+    Raises:
+        APIError: 400 naming the parameter: one the agent never honours (``n`` > 1,
+            ``logit_bias`` ...), one the llm backend does not honour, a bad value, or
+            ``max_tokens`` / ``stop`` with ``response_format`` json_schema.
+    """
+    from mmagents.models.sampling import SAMPLING_PARAMS, Sampling, supported_sampling
+
+    extra = dict(request.model_extra or {})
+    for name in _REFUSED:
+        if extra.get(name) not in (None, {}, []):
             raise APIError(
                 400,
-                f"{name} is not supported: the agent's llm samples as the server's config "
-                "([roles.llm]) says, for every step of a turn",
+                f"{name} is not supported by this agent",
                 param=name,
                 code="unsupported_parameter",
             )
@@ -220,7 +215,48 @@ def _check_sampling(request: _ChatRequest) -> None:
         raise APIError(400, "n must be 1: the agent gives one answer", param="n")
     if extra.get("logprobs"):
         raise APIError(400, "logprobs are not supported", param="logprobs")
-    _answer_model(request)  # a response_format it cannot honour fails before the turn runs
+    limit = extra.pop("max_completion_tokens", None)
+    if limit is not None:
+        if extra.get("max_tokens") not in (None, limit):
+            raise APIError(
+                400,
+                "max_tokens and max_completion_tokens differ; send one",
+                param="max_completion_tokens",
+            )
+        extra["max_tokens"] = limit
+    if isinstance(extra.get("stop"), str):
+        extra["stop"] = [extra["stop"]]
+    given = {k: extra[k] for k in sorted(SAMPLING_PARAMS) if extra.get(k) is not None}
+    if not given:
+        return None
+    llm = agent.models.llm
+    supported = supported_sampling(llm)
+    for name in given:
+        if name not in supported:
+            shown = "max_completion_tokens" if name == "max_tokens" and limit is not None else name
+            raise APIError(
+                400,
+                f"{shown} is not supported by the llm backend ({type(llm).__name__}); it honours "
+                f"{', '.join(sorted(supported)) or 'no sampling parameters'}",
+                param=shown,
+                code="unsupported_parameter",
+            )
+    fmt = extra.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        for name in ("max_tokens", "stop"):
+            if name in given:
+                raise APIError(
+                    400,
+                    f"{name} cannot be combined with response_format json_schema (the JSON is "
+                    "written after the turn, in one piece)",
+                    param=name,
+                )
+    try:
+        return Sampling.model_validate(given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "messages"
+        raise APIError(400, f"invalid {name}: {first['msg']}", param=name) from None
 
 
 def _answer_model(request: _ChatRequest) -> type[BaseModel] | None:
@@ -276,6 +312,7 @@ class _Turn:
     history: list[BaseMessage]
     ephemeral: bool
     instructions: str = ""
+    sampling: Sampling | None = None
 
 
 # -- request handling ----------------------------------------------------------------------------
@@ -329,7 +366,7 @@ def _content_of(
 
 
 def _check_supported(request: _ChatRequest) -> None:
-    _check_sampling(request)
+    _answer_model(request)  # a response_format it cannot honour fails before the turn runs
     if request.tools:
         raise APIError(
             400, "client-side tools are not supported: the agent uses its own", param="tools"
@@ -352,6 +389,7 @@ def _turn_of(
     from langchain_core.messages import AIMessage
 
     _check_supported(request)
+    sampling = _sampling_of(request, agent)
     if thread is not None and not 0 < len(thread) <= 128:
         raise APIError(400, "a conversation id must have 1 to 128 characters", param="user")
     name = f"api-{thread}" if thread is not None else f"api-once-{uuid.uuid4().hex}"
@@ -377,7 +415,13 @@ def _turn_of(
         system = [m for m in messages if m.role in ("system", "developer")]
         instructions = "\n".join(_text_only(m) for m in system).strip()
     return _Turn(
-        name, "\n".join(texts), found, history, ephemeral=thread is None, instructions=instructions
+        name,
+        "\n".join(texts),
+        found,
+        history,
+        ephemeral=thread is None,
+        instructions=instructions,
+        sampling=sampling,
     )
 
 
@@ -429,6 +473,7 @@ def _run_turn(
                     turn.images,
                     history=turn.history,
                     instructions=turn.instructions,
+                    sampling=turn.sampling,
                 )
             )
         for event in events:
@@ -439,7 +484,7 @@ def _run_turn(
                     if call["id"] == event.id:
                         call["error_type"] = event.error_type
             elif isinstance(event, AnswerEvent):
-                finish = "length" if event.finish_reason == "step_limit" else "stop"
+                finish = "stop" if event.finish_reason == "stop" else "length"
                 return event.text, finish, calls, usage.as_openai()
     finally:
         if turn.ephemeral:
@@ -502,6 +547,7 @@ def _sse_events(
         turn.images,
         history=turn.history,
         instructions=turn.instructions,
+        sampling=turn.sampling,
     )
     counted = counting_usage()
     usage = counted.__enter__()  # spans the yields: this generator runs in one worker thread
@@ -514,7 +560,7 @@ def _sse_events(
             elif isinstance(event, AnswerEvent):
                 if not event.streamed:
                     yield chunk({"content": event.text})
-                yield chunk({}, "length" if event.finish_reason == "step_limit" else "stop")
+                yield chunk({}, "stop" if event.finish_reason == "stop" else "length")
                 if include_usage:  # OpenAI's stream_options.include_usage: one more chunk
                     yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage.as_openai()})}\n\n"
     except Exception as exc:  # headers are already sent: the error travels as an event

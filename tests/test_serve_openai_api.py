@@ -1,5 +1,5 @@
 """The OpenAI server's API surface, with the real ``openai`` client: ``usage`` (plain and
-streamed) and sampling fields refused with a 400 that names them."""
+streamed) and sampling fields the backend cannot honour refused with a 400 that names them."""
 
 from __future__ import annotations
 
@@ -111,11 +111,14 @@ def test_streamed_usage_comes_last_when_asked(client: Any) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
+        # ScriptedChat honours max_tokens and stop only (tests/test_serve_sampling.py): a
+        # script has no temperature, nucleus, seed or penalties to honour.
         ("temperature", 0.2),
-        ("max_tokens", 16),
-        ("stop", ["\n"]),
         ("top_p", 0.9),
         ("seed", 1),
+        ("presence_penalty", 0.5),
+        # Never honoured by the agent, whatever the backend.
+        ("logit_bias", {"50256": -100}),
         ("response_format", {"type": "json_object"}),
         ("n", 2),
     ],
