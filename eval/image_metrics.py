@@ -15,17 +15,62 @@ pair of a document whose paths differ (``SSIM.py:14-24``, ``PSNR.py:12-21``), no
 pairs; that pairing is the caller's choice here.
 
 Images are arrays ``(H, W)`` or ``(H, W, C)`` (or PIL images, read as 8-bit with L = 255).
-LPIPS, IS and FID need pretrained networks (AlexNet/VGG, Inception): they are not computed here.
+
+LPIPS, IS and FID come from torchmetrics (install the ``protocols`` extra), as CoMM computes them
+(``eval/tot_metric/LPIPS.py``: LPIPS with the SqueezeNet backbone on 256×256 images;
+``eval/tot_metric/ImageSequence.py``: torchmetrics' ``InceptionScore`` and
+``FrechetInceptionDistance`` on 299×299 images, ``normalize=True``). Their pretrained weights are
+downloads (torch-fidelity's Inception, torchvision's SqueezeNet): when the file is not in torch's
+hub cache, :class:`MetricWeightsMissingError` names it, its URL and where to put it, before any
+download is tried. Each accepts a custom network instead (``feature=`` / ``net=``: an
+``nn.Module`` or ``"module:attr"``), which is how the tests run them on tiny random networks.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["psnr", "ssim"]
+from mmagents._registry import import_string
+from mmagents.errors import BackendUnavailableError
+
+__all__ = [
+    "WEIGHTS",
+    "MetricWeightsMissingError",
+    "fid",
+    "image_pairs",
+    "inception_score",
+    "load_rgb",
+    "lpips",
+    "psnr",
+    "ssim",
+]
+
+#: metric → (file in torch's hub ``checkpoints/`` folder, where it is downloaded from).
+WEIGHTS: dict[str, tuple[str, str]] = {
+    "inception": (
+        "weights-inception-2015-12-05-6726825d.pth",
+        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+        "weights-inception-2015-12-05-6726825d.pth",
+    ),
+    "squeeze": (
+        "squeezenet1_1-b8a52dc0.pth",
+        "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+    ),
+    "alex": (
+        "alexnet-owt-7be5be79.pth",
+        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    ),
+    "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+}
+
+
+class MetricWeightsMissingError(BackendUnavailableError):
+    """A generation metric (LPIPS, IS, FID) needs pretrained weights that are not on this machine."""
 
 
 def _pair(a: Any, b: Any, data_range: float | None) -> tuple[np.ndarray, np.ndarray, float]:
@@ -95,3 +140,194 @@ def ssim(a: Any, b: Any, *, data_range: float | None = None, window: str = "unif
         den = (mx * mx + my * my + c1) * (sxx + syy + c2)
         values.append(float(np.mean(num / den)))
     return float(np.mean(values))
+
+
+# -- images from files (CoMM's pairing) --------------------------------------------------------
+
+
+def load_rgb(path: str | Path, size: int | None = 256) -> np.ndarray:
+    """An image file as an 8-bit RGB array, resized to ``size``×``size`` (PIL's default filter,
+    as CoMM's ``SSIM.py`` / ``PSNR.py`` do); ``size=None`` keeps its size."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+        if size is not None:
+            rgb = rgb.resize((size, size))
+        return np.asarray(rgb)
+
+
+def image_pairs(
+    generated: Sequence[str | None], references: Sequence[str | None], pairing: str = "all"
+) -> list[tuple[str, str]]:
+    """The (reference, generated) path pairs a document's image scores average over.
+
+    Args:
+        generated: Generated image paths, one per step (``None``: the step has none).
+        references: Ground-truth image paths, one per step.
+        pairing: ``all``: every (reference, generated) pair whose paths differ, as CoMM's
+            ``calculate_ssim`` / ``calculate_psnr`` / ``calculate_lpips`` loop; ``matched``: step
+            by step.
+
+    Raises:
+        ValueError: an unknown pairing.
+    """
+    if pairing == "all":
+        refs = [r for r in references if r]
+        gens = [g for g in generated if g]
+        return [(r, g) for r in refs for g in gens if r != g]
+    if pairing == "matched":
+        return [(r, g) for r, g in zip(references, generated, strict=False) if r and g]
+    raise ValueError(f"pairing must be 'all' or 'matched', got {pairing!r}")
+
+
+# -- torchmetrics (LPIPS, IS, FID) -------------------------------------------------------------
+
+
+def _module(value: Any) -> Any:
+    """An ``nn.Module`` given as itself or as ``"module:attr"`` (a class or a factory is called)."""
+    if isinstance(value, str):
+        value = import_string(value)
+        if isinstance(value, type) or (callable(value) and not hasattr(value, "forward")):
+            value = value()
+    return value
+
+
+def _require_weights(metric: str, key: str, path: str | None = None) -> None:
+    """Raise :class:`MetricWeightsMissingError` unless the pretrained file is present."""
+    import torch
+
+    name, url = WEIGHTS[key]
+    target = Path(path) if path else Path(torch.hub.get_dir()) / "checkpoints" / name
+    if not target.is_file():
+        raise MetricWeightsMissingError(
+            f"{metric} needs the pretrained weights {name} (from {url}), not found at {target}. "
+            f"Download it there (or set TORCH_HOME to a folder whose hub/checkpoints/ holds it), "
+            f"or give the metric a network of your own (feature= / net=)."
+        )
+
+
+def _as_batch(paths: Sequence[str], size: int, torch: Any) -> Any:
+    """Float images in [0, 1], ``(N, 3, size, size)``."""
+    arrays = [load_rgb(p, size) for p in paths]
+    stacked = np.stack(arrays).astype(np.float32) / 255.0
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+
+def _batches(paths: Sequence[str], size: int, torch: Any, batch: int = 16) -> Iterator[Any]:
+    for i in range(0, len(paths), batch):
+        yield _as_batch(paths[i : i + batch], size, torch)
+
+
+def lpips(
+    pairs: Sequence[tuple[str, str]],
+    *,
+    net: Any = None,
+    net_type: str = "squeeze",
+    size: int = 256,
+) -> float:
+    """Mean LPIPS over (reference, generated) image-file pairs (lower is closer).
+
+    Args:
+        pairs: Image paths, e.g. from :func:`image_pairs`.
+        net: A module ``net(a, b) -> distances`` for images in [-1, 1] (or ``"module:attr"``);
+            default torchmetrics' LPIPS with ``net_type`` (CoMM: ``squeeze``).
+        size: Images are resized to ``size``×``size`` (CoMM: 256).
+
+    Raises:
+        MetricWeightsMissingError: the backbone's pretrained weights are not downloaded.
+        ValueError: no pairs.
+    """
+    import torch
+
+    if not pairs:
+        raise ValueError("LPIPS needs at least one image pair")
+    model = _module(net)
+    if model is None:
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        _require_weights("LPIPS", net_type)
+        metric = LearnedPerceptualImagePatchSimilarity(net_type=net_type, normalize=True)  # type: ignore[arg-type]
+        model = metric.net
+    values = []
+    with torch.no_grad():
+        for i in range(0, len(pairs), 16):
+            chunk = pairs[i : i + 16]
+            a = _as_batch([r for r, _ in chunk], size, torch) * 2 - 1
+            b = _as_batch([g for _, g in chunk], size, torch) * 2 - 1
+            values.extend(model(a, b).reshape(-1).tolist())
+    return float(np.mean(values))
+
+
+def inception_score(
+    paths: Sequence[str], *, feature: Any = None, splits: int = 10, size: int = 299
+) -> float:
+    """Inception Score (mean over ``splits``) of a set of image files (torchmetrics).
+
+    Args:
+        feature: A module mapping float images in [0, 1] to class logits (or ``"module:attr"``);
+            default torchmetrics' Inception-v3 (torch-fidelity weights).
+
+    Raises:
+        MetricWeightsMissingError: the Inception weights are not downloaded.
+        ValueError: no images.
+    """
+    import torch
+    from torchmetrics.image.inception import InceptionScore
+
+    if not paths:
+        raise ValueError("IS needs at least one image")
+    module = _module(feature)
+    if module is None:
+        _require_weights("IS", "inception")
+    metric = InceptionScore(
+        feature=module if module is not None else "logits_unbiased",
+        splits=min(splits, len(paths)),
+        normalize=True,
+    )
+    with torch.no_grad():
+        for images in _batches(paths, size, torch):
+            metric.update(images)
+        mean, _ = metric.compute()
+    return float(mean)
+
+
+def fid(
+    generated: Sequence[str],
+    references: Sequence[str],
+    *,
+    feature: Any = None,
+    weights: str | None = None,
+    size: int = 299,
+) -> float:
+    """Fréchet Inception Distance between generated and reference image files (torchmetrics).
+
+    Args:
+        feature: A module mapping float images in [0, 1] to feature vectors ``(N, D)`` (or
+            ``"module:attr"``); default torchmetrics' 2048-d Inception-v3 pool features.
+        weights: Path of the Inception weights file (default: torch's hub cache).
+
+    Raises:
+        MetricWeightsMissingError: the Inception weights are not downloaded.
+        ValueError: fewer than two images on either side (a covariance needs two).
+    """
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if len(generated) < 2 or len(references) < 2:
+        raise ValueError("FID needs at least two generated and two reference images")
+    module = _module(feature)
+    if module is None:
+        _require_weights("FID", "inception", weights)
+    metric = FrechetInceptionDistance(
+        feature=module if module is not None else 2048,
+        normalize=True,
+        input_img_size=(3, size, size),
+        feature_extractor_weights_path=weights if module is None else None,
+    )
+    with torch.no_grad():
+        for images in _batches(references, size, torch):
+            metric.update(images, real=True)
+        for images in _batches(generated, size, torch):
+            metric.update(images, real=False)
+        return float(metric.compute())

@@ -14,6 +14,13 @@ or no record carries the field); errored samples never reach a metric.
 | ``unknown_ratio`` | IdealGPT | share of predictions that are "unknown" / empty |
 | ``mean`` / ``avg_rounds`` | IdealGPT, interleaved | mean of a numeric record field (rounds, alignment, consistency, llm_calls) |
 | ``ece`` | any with ``confidence`` | expected calibration error of the stated confidence |
+| ``predcls_recall`` / ``predcls_mean_recall`` | recode-predcls | RECODE's graph-constrained triplet R@K / mR@K |
+| ``cider`` | comm-image-to-text | corpus CIDEr-D of the written steps (``level=step``) or whole texts (``document``) |
+| ``ssim`` / ``psnr`` / ``lpips`` | comm-text-to-image | per document, the mean over its (reference, generated) image pairs; then the mean over documents |
+| ``inception_score`` / ``fid`` | comm-text-to-image | corpus IS of the generated images / FID between generated and reference images |
+
+The generation metrics (``lpips``, ``inception_score``, ``fid``) run torchmetrics networks; their
+pretrained weights must be downloaded (``MetricWeightsMissingError`` otherwise, naming the file).
 """
 
 from __future__ import annotations
@@ -28,15 +35,21 @@ __all__ = [
     "Record",
     "accuracy",
     "calibration_bins",
+    "cider",
     "confusion_matrix",
     "ece",
+    "fid",
+    "inception_score",
     "is_correct",
+    "lpips",
     "macro_f1",
     "mean",
     "mean_recall_at_k",
     "metric_key",
     "per_class",
+    "psnr",
     "recall_at_k",
+    "ssim",
     "top_k",
     "unknown_ratio",
     "vqa_accuracy",
@@ -272,6 +285,159 @@ def ece(records: Sequence[Record], bins: int = 10, field: str = "confidence") ->
     return sum(count / n * abs(acc - conf) for conf, acc, count in table)
 
 
+def _predcls(name: str, records: Sequence[Record], **params: Any) -> float | None:
+    from mmagents.eval import recode_predcls
+
+    return getattr(recode_predcls, name)(records, **params)  # type: ignore[no-any-return]
+
+
+# -- CoMM (caption and image metrics over a task's outputs) -------------------------------------
+
+
+def cider(
+    records: Sequence[Record],
+    level: str = "step",
+    field: str = "prediction",
+    references: str = "references",
+) -> float | None:
+    """Corpus CIDEr-D (:func:`mmagents.eval.caption_metrics.cider_d`) of written step texts.
+
+    ``record[field]`` and ``record[references]`` are lists of step texts. ``level=step``: every
+    step of every record is one "image" whose single reference is the ground-truth step, both
+    lists cut to the shorter (CoMM's ``parse_data_for_task1``); ``level=document``: each record's
+    steps joined by spaces against the ground truth joined likewise.
+    """
+    from mmagents.eval.caption_metrics import cider_d
+
+    if level not in ("step", "document"):
+        raise ValueError(f"level must be 'step' or 'document', got {level!r}")
+    candidates: dict[str, str] = {}
+    refs: dict[str, list[str]] = {}
+    for index, r in enumerate(records):
+        written = [str(t) for t in r.get(field) or []]
+        gold = [str(t) for t in r.get(references) or []]
+        n = min(len(written), len(gold))
+        if not n:
+            continue
+        if level == "document":
+            candidates[str(index)] = " ".join(written[:n])
+            refs[str(index)] = [" ".join(gold[:n])]
+        else:
+            for step in range(n):
+                candidates[f"{index}:{step}"] = written[step]
+                refs[f"{index}:{step}"] = [gold[step]]
+    return cider_d(candidates, refs) if candidates else None
+
+
+def _per_document(
+    records: Sequence[Record],
+    score: Callable[[list[tuple[str, str]]], float],
+    pairing: str,
+    generated: str,
+    reference: str,
+) -> float | None:
+    """Mean over records of ``score(pairs)`` (records without a pair are skipped)."""
+    from mmagents.eval.image_metrics import image_pairs
+
+    values = []
+    for r in records:
+        pairs = image_pairs(r.get(generated) or [], r.get(reference) or [], pairing)
+        if pairs:
+            values.append(score(pairs))
+    return sum(values) / len(values) if values else None
+
+
+def _pairwise(name: str, size: int, **options: Any) -> Callable[[list[tuple[str, str]]], float]:
+    from mmagents.eval import image_metrics as im
+
+    fn = getattr(im, name)
+
+    def score(pairs: list[tuple[str, str]]) -> float:
+        values = [
+            fn(im.load_rgb(a, size), im.load_rgb(b, size), data_range=255.0, **options)
+            for a, b in pairs
+        ]
+        return float(sum(values) / len(values))
+
+    return score
+
+
+def ssim(
+    records: Sequence[Record],
+    pairing: str = "all",
+    size: int = 256,
+    window: str = "uniform",
+    generated: str = "generated_images",
+    reference: str = "reference_images",
+) -> float | None:
+    """SSIM of generated against reference images (8-bit, resized to ``size``; CoMM's SSIM.py)."""
+    score = _pairwise("ssim", size, window=window)
+    return _per_document(records, score, pairing, generated, reference)
+
+
+def psnr(
+    records: Sequence[Record],
+    pairing: str = "all",
+    size: int = 256,
+    generated: str = "generated_images",
+    reference: str = "reference_images",
+) -> float | None:
+    """PSNR in dB of generated against reference images (CoMM's PSNR.py)."""
+    return _per_document(records, _pairwise("psnr", size), pairing, generated, reference)
+
+
+def lpips(
+    records: Sequence[Record],
+    pairing: str = "all",
+    size: int = 256,
+    net: Any = None,
+    net_type: str = "squeeze",
+    generated: str = "generated_images",
+    reference: str = "reference_images",
+) -> float | None:
+    """LPIPS (torchmetrics, SqueezeNet by default as CoMM's LPIPS.py) of generated against
+    reference images; ``net`` replaces the network (a module or ``"module:attr"``)."""
+    from mmagents.eval import image_metrics as im
+
+    def score(pairs: list[tuple[str, str]]) -> float:
+        return im.lpips(pairs, net=net, net_type=net_type, size=size)
+
+    return _per_document(records, score, pairing, generated, reference)
+
+
+def _all_images(records: Sequence[Record], field: str) -> list[str]:
+    return [str(p) for r in records for p in r.get(field) or [] if p]
+
+
+def inception_score(
+    records: Sequence[Record],
+    field: str = "generated_images",
+    feature: Any = None,
+    splits: int = 10,
+) -> float | None:
+    """Inception Score over every image of ``field`` in the records (torchmetrics)."""
+    from mmagents.eval import image_metrics as im
+
+    paths = _all_images(records, field)
+    return im.inception_score(paths, feature=feature, splits=splits) if paths else None
+
+
+def fid(
+    records: Sequence[Record],
+    feature: Any = None,
+    weights: str | None = None,
+    generated: str = "generated_images",
+    reference: str = "reference_images",
+) -> float | None:
+    """FID between all generated and all reference images of the records (torchmetrics)."""
+    from mmagents.eval import image_metrics as im
+
+    gen, ref = _all_images(records, generated), _all_images(records, reference)
+    if not gen or not ref:
+        return None
+    return im.fid(gen, ref, feature=feature, weights=weights)
+
+
 #: name → metric function; task YAML files refer to these names.
 METRICS: dict[str, Metric] = {
     "accuracy": accuracy,
@@ -284,16 +450,17 @@ METRICS: dict[str, Metric] = {
     "mean": mean,
     "avg_rounds": avg_rounds,
     "ece": ece,
+    # CoMM: caption and image metrics over a task's outputs (torch only inside lpips/IS/FID).
+    "cider": cider,
+    "ssim": ssim,
+    "psnr": psnr,
+    "lpips": lpips,
+    "inception_score": inception_score,
+    "fid": fid,
     # PredCls (RECODE's sgg_eval.py rules); imported on use so this table stays light.
     "predcls_recall": lambda records, **p: _predcls("predcls_recall", records, **p),
     "predcls_mean_recall": lambda records, **p: _predcls("predcls_mean_recall", records, **p),
 }
-
-
-def _predcls(name: str, records: Sequence[Record], **params: Any) -> float | None:
-    from mmagents.eval import recode_predcls
-
-    return getattr(recode_predcls, name)(records, **params)  # type: ignore[no-any-return]
 
 
 def metric_key(name: str, params: Mapping[str, Any]) -> str:

@@ -27,6 +27,7 @@ ROLES = (
     "rationale_writer",
     "step_planner",
     "coherence_judge",
+    "comm_judge",
 )
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
 
