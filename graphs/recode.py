@@ -14,7 +14,9 @@ The graph::
   LLM calls grow with distinct keys, not with samples (``categories = "paper"`` uses RECODE's
   human / animal / product instead, at most 9 keys per predicate);
 * ``score`` embeds the subject crop, the object crop, their union crop (and, when the scorer can
-  read it, the drawn-boxes spatial image) in **one** forward pass, then for each predicate::
+  read it, the drawn-boxes spatial image) in **one** forward pass — only those the graph has not
+  embedded yet: region features are cached per graph by what the pixels are, so an image's
+  pairs embed each object crop once — then for each predicate::
 
       score = w_s·S + w_o·O + w_p·P·0.6 + λ·T
 
@@ -457,11 +459,17 @@ class _Scoring:
             )
             self.geometric = None
             return
-        regions = [crop(image, sb), crop(image, ob), crop(image, union)]
+        # The same per-graph cache: an image's pairs embed each object crop once; only the
+        # union crop (and the drawn boxes) are the pair's own. Misses go in one forward pass.
+        handle = state["image"]
+        regions: list[tuple[Any, Callable[[], Any]]] = [
+            ((handle, tuple(sb)), lambda: crop(image, sb)),
+            ((handle, tuple(ob)), lambda: crop(image, ob)),
+            ((handle, tuple(union)), lambda: crop(image, union)),
+        ]
         if mode == "image":
-            regions.append(draw_spatial_image(sb, ob))
-        # All regions of the image in one forward pass.
-        self.region_features = np.asarray(scorer.embed_images(regions), dtype=np.float32)
+            regions.append((("boxes", tuple(sb), tuple(ob)), lambda: draw_spatial_image(sb, ob)))
+        self.region_features = nodes.regions.features(scorer, regions)
         self.geometric = _geometric_scorer(nodes, settings) if mode == "geometric" else None
 
     def _texts(self, predicate: str, cues: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -592,7 +600,7 @@ class _RegionFeatures:
     """Scorer image features of regions, per graph, bounded (LRU), embedded in one call per miss set.
 
     Keys name what the pixels are: ``(image handle, box)`` for a crop, ``("layout", name)`` for a
-    canonical layout. One graph serves one runtime (one scorer), so the key needs no scorer id.
+    canonical layout, ``("boxes", subject box, object box)`` for the drawn spatial image. One graph serves one runtime (one scorer), so the key needs no scorer id.
     """
 
     def __init__(self, capacity: int = 4096) -> None:

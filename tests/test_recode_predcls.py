@@ -59,7 +59,8 @@ def test_recode_predcls_runs_end_to_end(
     assert metrics["mR@100"] == pytest.approx(metrics["R@100"] / 24, abs=0.01)
 
 
-def test_paper_protocol_embeds_each_crop_and_layout_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["paper", "mmagents"])
+def test_each_crop_and_layout_is_embedded_once(tmp_path: Path, protocol: str) -> None:
     from mmagents._config import load_config
     from mmagents.eval.recode_predcls import eval_predcls_sample
     from mmagents.models.fake import FakeEmbedder, FakeScorer, ScriptedChat
@@ -81,10 +82,14 @@ def test_paper_protocol_embeds_each_crop_and_layout_once(tmp_path: Path) -> None
         zip(["man", "horse", "hat"], boxes, strict=True))]  # fmt: skip
     sample = {"image": str(tmp_path / "i.png"), "objects": objects,
               "predicates": {"38": "riding", "21": "holding"}, "num_classes": 51}  # fmt: skip
-    out = eval_predcls_sample(sample, models=models, settings={"protocol": "paper"})
+    out = eval_predcls_sample(sample, models=models, settings={"protocol": protocol})
     assert out["pairs"] == 6
     from mmagents.graphs._recode_paper import layout_name
 
-    layouts = {layout_name(boxes[s], boxes[o]) for s in range(3) for o in range(3) if s != o}
-    # 3 object crops + the distinct layouts, not 3 regions x 6 pairs.
-    assert Counting.images == 3 + len(layouts) < 18
+    if protocol == "paper":
+        layouts = {layout_name(boxes[s], boxes[o]) for s in range(3) for o in range(3) if s != o}
+        # 3 object crops + the distinct layouts, not 3 regions x 6 pairs.
+        assert Counting.images == 3 + len(layouts) < 18
+    else:
+        # 3 object crops + 3 union crops ((s, o) and (o, s) share one), not 3 regions x 6 pairs.
+        assert Counting.images == 3 + 3
