@@ -81,6 +81,7 @@ from mmagents.prompts import load_prompt
 from mmagents.prompts._untrusted import data_block
 from mmagents.runtime import Models
 from mmagents.tools import TOOLS, build_tool
+from mmagents.tools.mcp_client import mcp_tools
 
 __all__ = [
     "INTAKE",
@@ -186,6 +187,7 @@ def chat_tools(
 
     Raises:
         ConfigError: an unknown tool name.
+        MCPServerError: a configured MCP server could not be started or reached.
     """
     tools: list[BaseTool] = []
     omitted: dict[str, str] = {}
@@ -196,6 +198,7 @@ def chat_tools(
             omitted[name] = reason
         else:
             tools.append(tool)
+    tools.extend(mcp_tools(config))  # [mcp.servers] (tools/mcp_client.py); none unless configured
     return tools, omitted
 
 

@@ -51,7 +51,7 @@ __all__ = [
 ROLES: tuple[str, ...] = ("llm", "vlm", "scorer", "ocr", "imagegen", "embed")
 #: The top-level keys and sections a config may have; anything else is a typo and an error.
 SECTIONS: frozenset[str] = frozenset(
-    {"profile", "home", "roles", "images", "serve", "graphs", "tools", "eval", "finetune"}
+    {"profile", "home", "roles", "images", "serve", "graphs", "tools", "eval", "finetune", "mcp"}
 )
 _ENV_PREFIX = "MMAGENTS_"
 _RESERVED_ENV = {"CONFIG", "PROFILE", "HOME", "API_KEY"}

@@ -17,6 +17,8 @@ __all__ = [
     "ImageError",
     "ImageSourceRefusedError",
     "ImageTooLargeError",
+    "MCPServerError",
+    "MCPToolError",
     "MMAgentsError",
     "RationaleLeakError",
     "RemoteImageRefusedError",
@@ -87,6 +89,32 @@ class EndpointError(BackendError):
             else "the model endpoint failed"
         )
         super().__init__(f"endpoint {url}: {detail}")
+
+
+class MCPServerError(BackendError):
+    """An MCP server the chat agent uses (``[mcp.servers.NAME]``) cannot be started or reached,
+    died, or failed a call in transport.
+
+    Attributes:
+        server: The server's name in the config.
+    """
+
+    def __init__(self, server: str, detail: str) -> None:
+        self.server = server
+        super().__init__(f"MCP server {server!r}: {detail}")
+
+
+class MCPToolError(MMAgentsError):
+    """A tool of an MCP server answered with an error (``isError``).
+
+    Attributes:
+        server: The server's name in the config.
+        tool: The tool's name on that server.
+    """
+
+    def __init__(self, server: str, tool: str, message: str) -> None:
+        self.server, self.tool = server, tool
+        super().__init__(f"{tool} on MCP server {server!r}: {message}")
 
 
 class ImageError(MMAgentsError):
