@@ -35,3 +35,24 @@ def test_tokenize_and_errors() -> None:
         cider_d({"1": "x"}, {"2": ["x"]})
     with pytest.raises(ValueError):
         cider_d({"1": "x"}, {"1": []})
+
+
+def test_cider_d_matches_coco_caption_when_installed() -> None:
+    # CoMM scores task 1 with pycocoevalcap's Cider (coco-caption's CIDEr-D); it is not a
+    # dependency (a 100 MB wheel of Java jars), so this parity check runs only where it is.
+    coco = pytest.importorskip("pycocoevalcap.cider.cider", reason="pycocoevalcap not installed")
+    import random
+
+    rng = random.Random(0)
+    words = "a the cat dog sits runs on mat red big small bowl water tea".split()
+
+    def sentence() -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(2, 9)))
+
+    cands = {str(i): sentence() for i in range(20)}
+    refs = {str(i): [sentence() for _ in range(3)] for i in range(20)}
+    expected, _ = coco.Cider().compute_score(
+        {k: [" ".join(tokenize(r)) for r in v] for k, v in refs.items()},
+        {k: [" ".join(tokenize(v))] for k, v in cands.items()},
+    )
+    assert cider_d(cands, refs) == pytest.approx(expected)
