@@ -145,15 +145,20 @@ def ssim(a: Any, b: Any, *, data_range: float | None = None, window: str = "unif
 # -- images from files (CoMM's pairing) --------------------------------------------------------
 
 
-def load_rgb(path: str | Path, size: int | None = 256) -> np.ndarray:
-    """An image file as an 8-bit RGB array, resized to ``size``×``size`` (PIL's default filter,
-    as CoMM's ``SSIM.py`` / ``PSNR.py`` do); ``size=None`` keeps its size."""
+def load_rgb(path: str | Path, size: int | None = 256, *, bilinear: bool = False) -> np.ndarray:
+    """An image file as an 8-bit RGB array, resized to ``size``×``size``; ``size=None`` keeps its
+    size. The filter is PIL's default (bicubic), as CoMM's ``SSIM.py`` / ``PSNR.py`` call
+    ``Image.resize``, or bilinear, as torchvision's ``Resize`` on a PIL image (CoMM's LPIPS, IS
+    and FID inputs)."""
     from PIL import Image
 
     with Image.open(path) as img:
         rgb = img.convert("RGB")
         if size is not None:
-            rgb = rgb.resize((size, size))
+            if bilinear:
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            else:
+                rgb = rgb.resize((size, size))
         return np.asarray(rgb)
 
 
@@ -208,8 +213,8 @@ def _require_weights(metric: str, key: str, path: str | None = None) -> None:
 
 
 def _as_batch(paths: Sequence[str], size: int, torch: Any) -> Any:
-    """Float images in [0, 1], ``(N, 3, size, size)``."""
-    arrays = [load_rgb(p, size) for p in paths]
+    """Float images in [0, 1], ``(N, 3, size, size)`` (bilinear resize, as torchvision's)."""
+    arrays = [load_rgb(p, size, bilinear=True) for p in paths]
     stacked = np.stack(arrays).astype(np.float32) / 255.0
     return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
 

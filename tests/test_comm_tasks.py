@@ -91,7 +91,7 @@ def test_each_task_runs_end_to_end(
         assert 0 < metrics["SSIM"] < 1 and 0 < metrics["PSNR"] < 40
         # offline: the networks' weights are missing; the run says which file, the rest stands
         assert code == 1
-        for key in ("LPIPS", "IS", "FID"):
+        for key in ("LPIPS", "IS", "IS_reference", "FID"):
             assert metrics[key] is None
             error = info["metric_errors"][key]
             assert error.startswith("MetricWeightsMissingError") and ".pth" in error
