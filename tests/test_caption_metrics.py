@@ -44,7 +44,22 @@ def test_cider_d_matches_coco_caption_when_installed() -> None:
     import random
 
     rng = random.Random(0)
-    words = "a the cat dog sits runs on mat red big small bowl water tea".split()
+    words = [
+        "a",
+        "the",
+        "cat",
+        "dog",
+        "sits",
+        "runs",
+        "on",
+        "mat",
+        "red",
+        "big",
+        "small",
+        "bowl",
+        "water",
+        "tea",
+    ]
 
     def sentence() -> str:
         return " ".join(rng.choice(words) for _ in range(rng.randint(2, 9)))
