@@ -44,13 +44,24 @@ def meme_zero_shot_messages(text: str, caption: str) -> list[Any]:
 
 
 def meme_zero_shot(
-    sample: dict[str, Any], config: Config, *, model: str | None = None, max_repairs: int = 2
+    sample: dict[str, Any],
+    config: Config | None = None,
+    *,
+    models: Models | None = None,
+    settings: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    max_repairs: int = 2,
 ) -> dict[str, Any]:
     """Classify one meme zero-shot with the llm role.
 
+    The harness calls it with the run's runtime (``models=``, cached as that run asked); a Python
+    caller may pass only ``config`` (then a runtime of its own is made for the call).
+
     Args:
         sample: A record with ``text`` (OCR text) and ``caption`` (image caption).
-        config: Selects the llm backend.
+        config: Selects the llm backend when no ``models`` is given.
+        models: The run's runtime (its llm answers).
+        settings: The run's options (``model``, ``max_repairs``; nothing else).
         model: A finetuned student folder (``--model DIR``): not supported by the zero-shot
             baseline, which only ever asks the configured llm.
         max_repairs: Repair attempts when the answer does not validate.
@@ -59,18 +70,23 @@ def meme_zero_shot(
         ``{"prediction": "harmful"|"harmless", "confidence": float, "llm_calls": int}``.
 
     Raises:
-        ConfigError: ``model`` was given.
+        ConfigError: ``model`` was given, or an unknown setting.
         StructuredOutputError: no valid answer after the repairs.
     """
+    from mmagents.models.structured import invoke_structured
+
+    options = dict(settings or {})
+    unknown = sorted(set(options) - {"model", "max_repairs"})
+    if unknown:
+        raise ConfigError(f"the zero-shot meme baseline has no option(s) {unknown}")
+    model = options.get("model", model)
+    max_repairs = int(options.get("max_repairs", max_repairs))
     if model is not None:
         raise ConfigError(
             "the zero-shot meme baseline has no student model: --model needs the meme graph's "
             "runner (mmagents.graphs.meme:eval_meme_sample)"
         )
-    from mmagents.models import load_role
-    from mmagents.models.structured import invoke_structured
-
-    llm = load_role("llm", config)
+    llm = (models or Models(config)).llm
     messages = meme_zero_shot_messages(sample.get("text", ""), sample.get("caption", ""))
     result = invoke_structured(llm, MemeVerdict, messages, max_repairs=max_repairs)
     return {

@@ -2,12 +2,17 @@
 
 Two doors lead into it:
 
-* **LLM calls** go through LangChain's global LLM cache: :class:`LLMCallCache` is a
-  ``langchain_core.caches.BaseCache`` whose key is the serialised messages plus LangChain's
-  ``llm_string`` (model type, model parameters and bound kwargs such as ``response_format``).
+* **LLM calls** go through :class:`LLMCallCache`, a ``langchain_core.caches.BaseCache`` whose key
+  is the serialised messages plus LangChain's ``llm_string`` (model type, model parameters and
+  bound kwargs such as ``response_format``), set as the ``cache`` of the run's own copy of the chat
+  model.
 * **Vision calls** (vlm, scorer, ocr, embed, imagegen) go through :class:`CachingBackend`, a proxy
-  that :func:`installed` adds to ``mmagents.models.BACKEND_WRAPPERS``; its key is the backend name,
-  its options, the method and the arguments, with images replaced by a hash of their pixels.
+  whose key is the backend name, its options, the method and the arguments, with images replaced
+  by a hash of their pixels.
+
+Both are attached by :func:`cache_wrap`, the ``wrap`` hook a run hands its runtime
+(``Models(config, wrap=cache_wrap(store))``): only that runtime's backends are cached, and nothing
+is registered process-wide.
 
 Values are stored as tagged JSON (numpy arrays as ``.npy`` bytes, images as PNG), never pickles,
 so a cache file cannot carry code. Editing a prompt changes the key, because the full prompt
@@ -41,6 +46,7 @@ __all__ = [
     "CachingBackend",
     "CallCache",
     "LLMCallCache",
+    "cache_wrap",
     "decode_value",
     "encode_value",
     "installed",
@@ -436,31 +442,41 @@ class CachingBackend:
         return f"CachingBackend({self._backend!r})"
 
 
+def cache_wrap(store: CallCache) -> Callable[[str, RoleConfig, Any], Any]:
+    """The ``wrap`` hook that routes one runtime's calls through ``store``.
+
+    ``Models(config, wrap=cache_wrap(store))``: the llm becomes a copy of the backend with an
+    :class:`LLMCallCache` of its own (the original, possibly shared with other runs or injected by
+    a caller, is left untouched); the vision roles get a :class:`CachingBackend` proxy. Another
+    runtime, in this process or another thread, is not affected.
+    """
+    llm_cache = LLMCallCache(store)
+
+    def wrap(role: str, spec: RoleConfig, backend: Any) -> Any:
+        if role == "llm":
+            return backend.model_copy(update={"cache": llm_cache})
+        if role in CACHED_METHODS and not isinstance(backend, CachingBackend):
+            return CachingBackend(role, spec, backend, store)
+        return backend
+
+    return wrap
+
+
 @contextmanager
 def installed(store: CallCache | None) -> Iterator[CallCache | None]:
-    """Route every model call of this process through ``store`` while the block runs.
+    """Legacy: LangChain's process-wide LLM cache set to ``store`` while the block runs.
 
-    With ``store=None`` caching is switched off for the block (even a cache installed by the user
-    beforehand), which is what ``--no-cache`` means. The previous state is restored on exit.
+    Only chat models that have no cache of their own use it, and vision roles are not cached by
+    it at all: a run caches through its runtime instead (:func:`cache_wrap`). It remains for the
+    meme rationale writer (``graphs/meme.py``) until that is ported to a runtime; the harness no
+    longer uses it. With ``store=None`` LangChain's global cache is off for the block. The
+    previous value is restored on exit.
     """
     from langchain_core.globals import get_llm_cache, set_llm_cache
 
-    from mmagents import models
-
     previous = get_llm_cache()
-    wrapper: Callable[[str, RoleConfig, Any], Any] | None = None
-    if store is not None:
-
-        def wrapper(role: str, spec: RoleConfig, backend: Any) -> Any:
-            if role not in CACHED_METHODS or isinstance(backend, CachingBackend):
-                return backend  # the llm role is cached by LangChain's global LLM cache
-            return CachingBackend(role, spec, backend, store)
-
-        models.BACKEND_WRAPPERS.append(wrapper)
     set_llm_cache(LLMCallCache(store) if store is not None else None)
     try:
         yield store
     finally:
         set_llm_cache(previous)
-        if wrapper is not None:
-            models.BACKEND_WRAPPERS.remove(wrapper)

@@ -27,16 +27,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mmagents._config import Config, RoleConfig
+from mmagents._config import Config
 from mmagents._registry import import_string
 from mmagents.errors import ConfigError, MMAgentsError, TaskError
-from mmagents.eval.cache import CACHED_METHODS, CachingBackend, CallCache, LLMCallCache, installed
+from mmagents.eval.cache import CallCache, cache_wrap
 from mmagents.eval.datasets import check_limit, load_dataset
 from mmagents.eval.metrics import METRICS
 from mmagents.eval.results import (
@@ -153,25 +152,6 @@ def _check_options(runner: Runner, target: str, options: Mapping[str, Any]) -> N
         raise ConfigError(f"runner {target} does not accept option(s) {unknown}")
 
 
-def cache_wrap(store: CallCache) -> Wrap:
-    """The per-run hook that routes a :class:`Models`' calls through ``store``.
-
-    The llm is a copy of the backend with a LangChain cache of its own (the original, possibly
-    shared with other runs or injected by a caller, is left untouched); the vision roles get a
-    :class:`CachingBackend` proxy.
-    """
-    llm_cache = LLMCallCache(store)
-
-    def wrap(role: str, spec: RoleConfig, backend: Any) -> Any:
-        if role == "llm":
-            return backend.model_copy(update={"cache": llm_cache})
-        if role in CACHED_METHODS and not isinstance(backend, CachingBackend):
-            return CachingBackend(role, spec, backend, store)
-        return backend
-
-    return wrap
-
-
 def _apply(source: str, output: Mapping[str, Any]) -> Any:
     name, _, transform = source.partition("|")
     value = output.get(name)
@@ -286,9 +266,25 @@ def _runner_of(
     return with_runtime
 
 
+_LEGACY_UNCACHED = (
+    "the call cache is off: the runner is fn(sample, config, **options), which builds its own "
+    "backends; only a runner fn(sample, *, models, settings) (or a pipeline task) runs on the "
+    "run's runtime, where the cache is attached"
+)
+
+
+def _cache_info(task: TaskSpec, store: CallCache | None) -> dict[str, Any]:
+    """``metrics.json``'s ``cache``: whether this run's runtime was cached, and its counts."""
+    if store is not None:
+        return {"enabled": True, **store.stats()}
+    if task.runner is not None and not takes_runtime(_load_runner(task)):
+        return {"enabled": False, "reason": _LEGACY_UNCACHED}
+    return {"enabled": False}
+
+
 def takes_runtime(runner: Runner) -> bool:
-    """Whether a custom runner is ``fn(sample, *, models, settings)`` (it gets the run's runtime)
-    rather than the older ``fn(sample, config, **options)`` (which needs the process-wide hook)."""
+    """Whether a custom runner is ``fn(sample, *, models, settings)`` (it gets the run's runtime,
+    call cache included) rather than the older ``fn(sample, config, **options)`` (uncached)."""
     try:
         params = inspect.signature(runner).parameters
     except (TypeError, ValueError):
@@ -478,7 +474,9 @@ def run_task(
         concurrency: Samples in flight at once (threads).
         resume: Keep the successful records already in ``out`` and run the rest.
         overwrite: Discard existing results in ``out``.
-        use_cache: Route model calls through the SQLite call cache.
+        use_cache: Route the run's model calls through the SQLite call cache (attached to this
+            run's runtime only; a runner ``fn(sample, config, **options)`` has none and runs
+            uncached, which ``metrics.json`` says).
         cache_path: The cache file (default ``config.cache_dir / "calls.sqlite"``).
         options: Runner options (``--model DIR`` → ``model``, ``--set k=v``), over the task's own.
         progress: Show a progress bar on stderr.
@@ -496,7 +494,13 @@ def run_task(
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
     run_options = {**spec.options, **(options or {})}
-    store = CallCache(cache_path or default_cache_path(config)) if use_cache else None
+    legacy = spec.runner is not None and not takes_runtime(_load_runner(spec))
+    if legacy and use_cache:
+        # No runtime to attach the cache to, and no process-wide hook any more: said, not faked.
+        log.warning("task %s: %s", spec.task, _LEGACY_UNCACHED)
+    store = (
+        CallCache(cache_path or default_cache_path(config)) if use_cache and not legacy else None
+    )
     try:
         runner = _runner_of(spec, config, run_options, store, backends)
         # The loader may stop reading at --limit only when no seeded subset is drawn from it all.
@@ -511,18 +515,14 @@ def run_task(
             todo = [s for s in selection if s["id"] not in done]
             desc = f"{spec.task}" + (f" [{shard[0]}/{shard[1]}]" if shard[1] > 1 else "")
             bar = _progress(len(selection), len(selection) - len(todo), desc, progress)
-            # A pipeline task's cache is its own runtime's; only a custom runner still needs
-            # the process-wide hook, for the time its block runs.
-            legacy = spec.runner is not None and not takes_runtime(_load_runner(spec))
-            hook = installed(store) if legacy else nullcontext()
             try:
-                with hook, ResultsWriter(out / RESULTS_FILE) as writer:
+                with ResultsWriter(out / RESULTS_FILE) as writer:
                     errors = _execute(
                         runner, todo, spec, config, run_options, writer, bar, concurrency
                     )
             finally:
                 bar.close()
-            cache_info = {"enabled": store is not None, **(store.stats() if store else {})}
+            cache_info = _cache_info(spec, store)
             records, _ = read_records(out / RESULTS_FILE)
             run_info = {
                 "ran": len(todo),

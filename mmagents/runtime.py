@@ -7,11 +7,14 @@ two runs in one process share nothing unless they share the object::
 
     models = Models(config)                          # the config's backends, loaded on first use
     models = Models(config, llm=ScriptedChat(...))   # a test's scripted planner, the rest from config
-    models = Models(config, wrap=cache.wrap)         # every backend passes through the run's cache
+    models = Models(config, wrap=cache_wrap(store))  # every backend passes through the run's cache
 
 ``wrap(role, spec, backend) -> backend`` is applied once to each backend as it is first reached
-(injected ones included): the eval harness passes its call cache here, so a run's cache is exactly
-what that run asked for.
+(injected ones included), and the tracing proxy goes outermost: the eval harness passes its call
+cache here (:func:`mmagents.eval.cache.cache_wrap`), so a run's cache is exactly what that run
+asked for. There is no process-wide list of wrappers and no process-wide table of backends: what
+two runs do share is the loaded *weights* (:func:`mmagents.models.base.load_once`), which carry
+no run's wrapper or settings.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ IMAGE_FIELD = "x-mmagents-image"
 #: ``wrap(role, spec, backend) -> backend``: a per-run hook over each backend (e.g. a call cache).
 Wrap = Callable[[str, RoleConfig, Any], Any]
 
-# The backend registry lives above core (mmagents.models); naming it as a lazy entry keeps core
+# The backend factories live above core (mmagents.models); naming them as a lazy entry keeps core
 # free of an import of its upper layers and keeps `import mmagents` light.
-_BACKENDS = "mmagents.models:BACKENDS"
+_BUILD = "mmagents.models:build_backend"
 
 
 class Models:
@@ -155,9 +158,5 @@ def image_fields(schema: type[BaseModel]) -> list[str]:
 
 
 def _build(role: str, spec: RoleConfig) -> Any:
-    registry: Any = import_string(_BACKENDS)
-    factory = registry[role].get(spec.backend)
-    try:
-        return factory(**dict(spec.options))
-    except TypeError as exc:
-        raise ConfigError(f"bad options for {role} backend {spec.backend!r}: {exc}") from None
+    build: Any = import_string(_BUILD)
+    return build(role, spec)

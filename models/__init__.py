@@ -1,13 +1,18 @@
-"""Model backends by role, behind a lazy registry, loaded once per process.
+"""Model backends by role, behind a lazy registry.
 
 >>> from mmagents.models import load_role
 >>> scorer = load_role("scorer")          # the active profile's scorer; weights load on first use
+
+This module keeps no backend instances: :func:`load_backend` / :func:`load_role` build a new
+backend object on every call, and a run keeps the ones it uses in its runtime
+(:class:`mmagents.runtime.Models`, one object per role per run, wrapped by that run's call cache
+only). Construction is cheap; what is expensive and shared is the *weights*, loaded once per
+process by :func:`mmagents.models.base.load_once` (and llama.cpp's model table), which hold no
+configured backend and no wrapper, so no run's cache or settings can reach another run.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from mmagents._config import ROLES, Config, RoleConfig, check_backend_options, load_config
@@ -15,7 +20,7 @@ from mmagents._registry import Registry
 from mmagents.errors import ConfigError
 from mmagents.tracing import traced
 
-__all__ = ["BACKENDS", "BACKEND_WRAPPERS", "load_backend", "load_role", "register_backend"]
+__all__ = ["BACKENDS", "build_backend", "load_backend", "load_role", "register_backend"]
 
 #: role → backend name → lazy "module:factory". A factory takes the role's options as keywords.
 #: Installed packages add backends through the ``mmagents.backends`` entry points ``<role>.<name>``.
@@ -67,15 +72,6 @@ for _role, _entries in _BUILTIN.items():
     for _name, _target in _entries.items():
         BACKENDS[_role].register(_name, _target)
 
-_LOADED: dict[tuple[str, str, str], Any] = {}
-_TRACED: dict[tuple[str, str, str], Any] = {}
-_LOCK = threading.Lock()
-
-#: Hooks ``wrap(role, spec, backend) -> backend`` applied in order to what :func:`load_backend`
-#: returns; the loaded instance itself stays cached unwrapped. The eval harness adds its model-call
-#: cache here for the duration of a run, so graph code needs no cache logic of its own.
-BACKEND_WRAPPERS: list[Callable[[str, RoleConfig, Any], Any]] = []
-
 
 def register_backend(role: str, name: str, target: Any, *, replace: bool = False) -> None:
     """Register a backend factory (object or lazy ``"module:Attr"``) for ``role``."""
@@ -84,34 +80,36 @@ def register_backend(role: str, name: str, target: Any, *, replace: bool = False
     BACKENDS[role].register(name, target, replace=replace)
 
 
-def load_backend(role: str, spec: RoleConfig) -> Any:
-    """Build (once per process) the backend described by ``spec`` for ``role``.
+def build_backend(role: str, spec: RoleConfig) -> Any:
+    """A new, unwrapped backend for ``role`` as ``spec`` describes it (options type-checked).
 
-    Construction is cheap: backends load their weights lazily on first inference.
+    Construction is cheap: backends load their weights lazily on first inference, once per
+    process (:func:`mmagents.models.base.load_once`).
+
+    Raises:
+        ConfigError: an unknown role or backend, or options of the wrong name or type.
     """
     if role not in BACKENDS:
         raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-    key = (role, *spec.key())
-    with _LOCK:
-        if key not in _LOADED:
-            factory = BACKENDS[role].get(spec.backend)
-            options = check_backend_options(role, spec, factory)
-            try:
-                _LOADED[key] = factory(**options)
-            except TypeError as exc:
-                raise ConfigError(
-                    f"bad options for {role} backend {spec.backend!r}: {exc}"
-                ) from None
-        backend = _LOADED[key]
-        if not BACKEND_WRAPPERS:  # the common case: one traced proxy per loaded backend
-            return _TRACED.setdefault(key, traced(role, spec.backend, backend))
-    for wrap in tuple(BACKEND_WRAPPERS):
-        backend = wrap(role, spec, backend)
-    # Tracing goes outermost, so a traced call sees (and reports) the cache's hit or miss.
-    return traced(role, spec.backend, backend)
+    factory = BACKENDS[role].get(spec.backend)
+    options = check_backend_options(role, spec, factory)
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for {role} backend {spec.backend!r}: {exc}") from None
+
+
+def load_backend(role: str, spec: RoleConfig) -> Any:
+    """A new backend for ``role`` (see :func:`build_backend`), traced (its calls reach LangChain
+    callbacks). Not cached: keep the object, or use a :class:`mmagents.runtime.Models`."""
+    return traced(role, spec.backend, build_backend(role, spec))
 
 
 def load_role(role: str, config: Config | None = None) -> Any:
-    """Return the backend that plays ``role`` in ``config`` (default: the resolved environment)."""
+    """A new backend that plays ``role`` in ``config`` (default: the resolved environment).
+
+    Each call builds a new object over the process's shared weights; a caller that calls the
+    role repeatedly keeps it (or holds a :class:`mmagents.runtime.Models`, which does).
+    """
     cfg = config or load_config()
     return load_backend(role, cfg.role(role))

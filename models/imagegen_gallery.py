@@ -4,7 +4,7 @@ No text-to-image weights ship offline, so this backend picks the existing images
 that the scorer role rates best for the prompt. Every result says so: ``provenance="retrieved"``,
 ``source`` is the file path, and ``meta["note"]`` repeats it, so no pipeline can mistake a
 retrieved photo for a generated one. Image features are cached per file (path, size, mtime), so a
-folder is embedded once per process.
+folder is embedded once per backend object (a run's runtime keeps one).
 """
 
 from __future__ import annotations

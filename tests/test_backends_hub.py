@@ -446,7 +446,7 @@ device = "cpu"
     assert isinstance(vlm.answer(images[0], "what is this?"), str)
     assert load_role("scorer", config).score(images[:1], ["a", "b"]).shape == (1, 2)
     assert load_role("imagegen", config).generate("x")[0].provenance == "generated"
-    assert load_role("vlm", config) is vlm  # once per process
+    assert load_role("vlm", config) is not vlm  # a new backend object (the weights are shared)
 
 
 def test_load_once_shares_models_across_threads(hf_clip_dir: Path) -> None:

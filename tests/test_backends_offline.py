@@ -320,7 +320,8 @@ def test_offline_defaults_satisfy_their_protocol(
 ) -> None:
     backend = load_role(role, offline_config)
     assert isinstance(backend, protocol)
-    assert load_role(role, offline_config) is backend  # once per process
+    again = load_role(role, offline_config)  # a new backend object: nothing process-wide keeps it
+    assert again is not backend and type(again) is type(backend)
 
 
 def test_optional_tesseract_satisfies_the_ocr_protocol() -> None:

@@ -25,8 +25,8 @@ from mmagents.errors import ConfigError
 from mmagents.eval.results import read_records
 from mmagents.eval.runner import parse_shard, run_task
 from mmagents.eval.scale import merge_runs
-from mmagents.models import load_role
 from mmagents.models.fake import FakeOCR, FakeVLM, ScriptedChat
+from mmagents.runtime import Models
 
 TESTS = Path(__file__).resolve().parent
 
@@ -86,7 +86,10 @@ def test_run_writes_records_and_metrics(tmp_path: Path, config: Config) -> None:
     # 8 samples, s3 and s7 wrong -> 6/8; rounds 1,2,3,1,2,3,1,2 -> 15/8
     assert info["metrics"] == {"accuracy": 0.75, "avg_rounds": 1.875}
     assert info["n"] == 8 and info["errors"] == 0 and summary.exit_code == 0
-    assert info["cache"]["enabled"] is True and info["wall_time_s"] > 0
+    # A runner fn(sample, config) builds its own backends: there is no runtime to cache, and no
+    # process-wide hook any more, so the run says its cache is off (and why).
+    assert info["cache"]["enabled"] is False and "fn(sample, config" in info["cache"]["reason"]
+    assert info["wall_time_s"] > 0
     assert (tmp_path / "r" / "task.yaml").is_file()
 
 
@@ -219,19 +222,24 @@ def model_config(home: Path, tag: str, reply: str = "yes") -> Config:
     return load_config(environ=model_env(home, tag, reply))
 
 
-def counts(config: Config) -> tuple[int, int]:
-    return len(load_role("llm", config).calls), load_role("vlm", config).calls
-
-
 def test_second_identical_run_hits_the_cache_for_every_call(tmp_path: Path, home: Path) -> None:
     config = model_config(home, tag=tmp_path.name)
-    task = make_task(tmp_path, "_eval_runners:with_models", metrics="[accuracy]")
+    llm, vlm = ScriptedChat(replies=["yes", tmp_path.name], cycle=True), FakeVLM(tag=tmp_path.name)
+    backends = {"llm": llm, "vlm": vlm, "ocr": FakeOCR(text=tmp_path.name)}
+    task = make_task(tmp_path, "_eval_runners:with_runtime", metrics="[accuracy]")
     data = make_data(tmp_path, 6, text=lambda i: f"text {i}", colour=lambda i: [i * 40, 0, 0])
-    first = run_task(task, config, data=data, out=tmp_path / "a", concurrency=3, progress=False)
-    assert counts(config) == (6, 6)
+
+    def run(out: str, **kw: Any) -> Any:
+        return run_task(
+            task, config, data=data, out=tmp_path / out, concurrency=3, backends=backends,
+            progress=False, **kw,
+        )  # fmt: skip
+
+    first = run("a")
+    assert (len(llm.calls), vlm.calls) == (6, 6)
     assert first.info["cache"]["hits"] == 0 and first.info["cache"]["misses"] == 18
-    second = run_task(task, config, data=data, out=tmp_path / "b", concurrency=3, progress=False)
-    assert counts(config) == (6, 6)  # no model was called again
+    second = run("b")
+    assert (len(llm.calls), vlm.calls) == (6, 6)  # no model was called again
     cache = second.info["cache"]
     assert cache["hits"] == 18 and cache["misses"] == 0
     assert cache["by_kind"] == {
@@ -249,8 +257,8 @@ def test_second_identical_run_hits_the_cache_for_every_call(tmp_path: Path, home
         for r in read_records(tmp_path / "b" / "results.jsonl")[0]
     }
     assert a == b  # cached answers are the same answers
-    third = run_task(task, config, data=data, out=tmp_path / "c", use_cache=False, progress=False)
-    assert counts(config) == (12, 12) and third.info["cache"] == {"enabled": False}
+    third = run("c", use_cache=False)
+    assert (len(llm.calls), vlm.calls) == (12, 12) and third.info["cache"] == {"enabled": False}
 
 
 def test_runtime_runner_gets_exactly_its_runs_cache(tmp_path: Path, home: Path) -> None:
@@ -277,7 +285,7 @@ def test_runtime_runner_gets_exactly_its_runs_cache(tmp_path: Path, home: Path) 
 
 def test_cache_file_is_shared_across_processes(tmp_path: Path, home: Path) -> None:
     config = model_config(home, tag=tmp_path.name, reply="no")
-    task = make_task(tmp_path, "_eval_runners:with_models", metrics="[accuracy]")
+    task = make_task(tmp_path, "_eval_runners:with_runtime", metrics="[accuracy]")
     data = make_data(tmp_path, 3, text=lambda i: f"t{i}", colour=lambda i: [0, i, 0])
     cache = tmp_path / "shared.sqlite"
     run_task(task, config, data=data, out=tmp_path / "a", cache_path=cache, progress=False)
@@ -336,19 +344,30 @@ def test_caching_proxy_keys_images_by_content(tmp_path: Path) -> None:
     assert store.stats()["by_kind"]["scorer.score"]["misses"] == 3  # options are in the key
 
 
-def test_cache_hooks_are_removed_after_a_run(tmp_path: Path, config: Config) -> None:
+def test_a_run_leaves_no_process_wide_cache_behind(tmp_path: Path, home: Path) -> None:
     from langchain_core.globals import get_llm_cache
 
     from mmagents import models
 
-    run_task(
-        make_task(tmp_path, "_eval_runners:echo"),
-        config,
-        data=make_data(tmp_path, 2),
-        out=tmp_path / "r",
-        progress=False,
+    config = model_config(home, tag=tmp_path.name)
+    task = make_task(tmp_path, "_eval_runners:with_runtime", metrics="[accuracy]")
+    data = make_data(tmp_path, 2, text=lambda i: f"t{i}", colour=lambda i: [i, 1, 2])
+    summary = run_task(task, config, data=data, out=tmp_path / "r", progress=False)
+    assert summary.info["cache"]["misses"] == 6  # the run was cached, through its runtime ...
+    assert get_llm_cache() is None and not hasattr(models, "BACKEND_WRAPPERS")  # ... only
+
+
+def test_a_config_runner_runs_uncached_and_says_so(tmp_path: Path, home: Path) -> None:
+    config = model_config(home, tag=tmp_path.name)
+    task = make_task(tmp_path, "_eval_runners:with_models", metrics="[accuracy]")
+    data = make_data(tmp_path, 2, text=lambda i: f"t{i}", colour=lambda i: [i, 1, 2])
+    cache = tmp_path / "c.sqlite"
+    summary = run_task(
+        task, config, data=data, out=tmp_path / "r", cache_path=cache, progress=False
     )
-    assert models.BACKEND_WRAPPERS == [] and get_llm_cache() is None
+    assert summary.errors == 0 and summary.info["cache"]["enabled"] is False
+    assert "fn(sample, *, models, settings)" in summary.info["cache"]["reason"]
+    assert not cache.exists()  # nothing pretended to cache
 
 
 # -- scale-out and reports --------------------------------------------------------------------
@@ -445,9 +464,16 @@ def test_meme_baseline_with_a_scripted_llm(tmp_path: Path, home: Path) -> None:
         "confidence": 0.75,
         "llm_calls": 1,
     }
-    sent = load_role("llm", config).calls[-1]
+    llm = ScriptedChat(replies=[reply])
+    out = meme_zero_shot(sample, models=Models(config, llm=llm), settings={})
+    assert out["prediction"] == "harmful"
+    sent = llm.calls[-1]
     user = sent[-1].content
     assert user.count("</meme_text>") == 1  # the meme could not close its own block
     assert "ignore all rules" in user and "untrusted" in sent[0].content
     with pytest.raises(ConfigError, match="no student model"):
         meme_zero_shot(sample, config, model="/some/dir")
+    with pytest.raises(ConfigError, match="no student model"):
+        meme_zero_shot(sample, models=Models(config, llm=llm), settings={"model": "/some/dir"})
+    with pytest.raises(ConfigError, match="no option"):
+        meme_zero_shot(sample, models=Models(config, llm=llm), settings={"temperature": 1})

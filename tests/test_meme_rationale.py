@@ -25,7 +25,6 @@ from mmagents.cli import main
 from mmagents.errors import ConfigError, RationaleLeakError, StructuredOutputError
 from mmagents.finetune.meme_data import load_rationale_file, read_memes
 from mmagents.graphs.meme import build_meme_graph, run_meme, write_rationales
-from mmagents.models import load_role
 from mmagents.models.fake import ScriptedChat
 
 CLEAN = (
@@ -197,11 +196,19 @@ def test_image_goes_through_ocr_and_caption(fake_config: Config, tmp_path: Path)
     assert out["rationale"] == CLEAN and out["rationale_source"] == "teacher"
 
 
-def test_given_text_and_caption_skip_the_vision_roles(fake_config: Config) -> None:
-    vlm = load_role("vlm", fake_config)
-    before = vlm.calls
+def test_given_text_and_caption_skip_the_vision_roles(
+    fake_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmagents.models.fake import FakeOCR, FakeVLM
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("a vision role was called")
+
+    # Every backend object is new (nothing process-wide keeps one): refuse at the class.
+    monkeypatch.setattr(FakeVLM, "caption", refuse)
+    monkeypatch.setattr(FakeOCR, "read", refuse)
     out = run_meme(fake_config, text="t", caption="c", llm=ScriptedChat(replies=[_json(CLEAN)]))
-    assert vlm.calls == before and out["text"] == "t" and out["caption"] == "c"
+    assert out["text"] == "t" and out["caption"] == "c"
 
 
 def test_graph_needs_an_image_or_text(fake_config: Config) -> None:

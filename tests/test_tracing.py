@@ -173,7 +173,7 @@ def test_eval_run_trace_reports_cache_hits_from_worker_threads(tmp_path: Path) -
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         task = tmp_path / "task.yaml"
         task.write_text(
-            "version: 1\nrunner: _eval_runners:with_models\ntarget: label\nmetrics: [accuracy]\n"
+            "version: 1\nrunner: _eval_runners:with_runtime\ntarget: label\nmetrics: [accuracy]\n"
         )
         traces = []
         for attempt in ("first", "second"):
@@ -258,7 +258,7 @@ def test_eval_run_command_takes_trace(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     task = tmp_path / "task.yaml"
     task.write_text(
-        "version: 1\nrunner: _eval_runners:with_models\ntarget: label\nmetrics: [accuracy]\n"
+        "version: 1\nrunner: _eval_runners:with_runtime\ntarget: label\nmetrics: [accuracy]\n"
     )
     trace = tmp_path / "eval.jsonl"
     argv = ["eval", "run", str(task), "--data", str(data), "--out", str(tmp_path / "r")]

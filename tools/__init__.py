@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
 
     from mmagents._config import Config
+    from mmagents.runtime import Models
 
 __all__ = ["PIPELINE_TOOLS", "ROLE_TOOLS", "TOOLS", "build_tool", "build_tools", "register_tool"]
 
@@ -51,14 +52,34 @@ def register_tool(name: str, target: Any, *, replace: bool = False) -> None:
     TOOLS.register(name, target, replace=replace)
 
 
-def build_tool(name: str, config: Config | None = None) -> BaseTool:
-    """Build the tool ``name`` bound to ``config`` (backends still load lazily)."""
-    from mmagents._config import load_config
+def build_tool(
+    name: str, config: Config | None = None, *, models: Models | None = None
+) -> BaseTool:
+    """Build the tool ``name`` bound to ``config`` (backends still load lazily).
 
-    tool: BaseTool = TOOLS.get(name)(config=config or load_config())
+    ``models``: the runtime a built-in tool (an :class:`~mmagents.tools._base.MMTool`) calls;
+    default: its own, made on first use. Other factories get ``config=`` only.
+    """
+    from mmagents._config import load_config
+    from mmagents.tools._base import MMTool
+
+    factory = TOOLS.get(name)
+    cfg = models.config if models is not None and config is None else (config or load_config())
+    if models is not None and isinstance(factory, type) and issubclass(factory, MMTool):
+        tool: BaseTool = factory(config=cfg, models=models)
+    else:
+        tool = factory(config=cfg)
     return tool
 
 
-def build_tools(config: Config | None = None, names: list[str] | None = None) -> list[BaseTool]:
-    """Build the tools ``names`` (default: all registered) bound to ``config``."""
-    return [build_tool(name, config) for name in (names or TOOLS.names())]
+def build_tools(
+    config: Config | None = None, names: list[str] | None = None, *, models: Models | None = None
+) -> list[BaseTool]:
+    """Build the tools ``names`` (default: all registered) bound to ``config``, over one runtime
+    (``models``, default: a new :class:`~mmagents.runtime.Models` of ``config``) that they share,
+    so the caption and question tools reach one vlm and one image store."""
+    from mmagents._config import load_config
+    from mmagents.runtime import Models
+
+    shared = models or Models(config or load_config())
+    return [build_tool(name, shared.config, models=shared) for name in (names or TOOLS.names())]

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, PrivateAttr, create_model
 
 from mmagents._registry import import_string
 from mmagents.errors import BackendUnavailableError
-from mmagents.runtime import Models, image_fields
+from mmagents.runtime import image_fields
 from mmagents.tools._base import MMTool, image_field
 
 __all__ = [
@@ -129,7 +129,7 @@ class GraphTool(MMTool):
     def _run(self, **kwargs: Any) -> dict[str, Any]:
         pipeline = self._table()
         if self._graph is None:
-            models = Models(self.config, self.store)
+            models = self.models
             overrides = dict(self.config.section(f"tools.{self.name}"))
             self._settings = pipeline.settings_for(self.config, overrides)
             self._graph = pipeline.build(self.config, models=models, settings=self._settings)
