@@ -17,6 +17,14 @@ from syrupy.assertion import SnapshotAssertion
 
 from mmagents import Config, ConfigError, default_store, sample_path
 from mmagents.errors import DatasetError
+from mmagents.eval.convert.relations import (
+    _SCENES,
+    FIXTURE_PREDICATES,
+    build_relations_fixture,
+    samples_from_gqa,
+    samples_from_vg,
+    write_jsonl,
+)
 from mmagents.graphs._cues import crop
 from mmagents.graphs._relation_vocab import implausible_reason, super_category
 from mmagents.graphs._settings import resolve_settings
@@ -32,14 +40,6 @@ from mmagents.graphs.recode import (
     subject_text,
 )
 from mmagents.graphs.recode import build_recode_graph as _build
-from mmagents.graphs.recode_data import (
-    _SCENES,
-    FIXTURE_PREDICATES,
-    build_relations_fixture,
-    samples_from_gqa,
-    samples_from_vg,
-    write_jsonl,
-)
 from mmagents.models.fake import FakeEmbedder, FakeScorer, ScriptedChat
 from mmagents.runtime import Models
 
@@ -384,6 +384,26 @@ def test_vg_and_gqa_converters(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 1, "relationships": [{"x": 1}]}]))
     with pytest.raises(DatasetError, match="image 1"):
         samples_from_vg(tmp_path / "bad.json", tmp_path)
+
+
+def test_relations_converters_on_the_command_line(
+    tmp_path: Path, fake_config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmagents.cli import main
+    from mmagents.eval.datasets import load_jsonl
+
+    folder, out = tmp_path / "fixture", tmp_path / "rel.jsonl"
+    assert main(["eval", "convert", "relations-fixture", str(folder), "--out", str(out)]) == 0
+    assert "wrote 4 records" in capsys.readouterr().out
+    samples = load_jsonl(out, required=["subject", "object", "label"], image_fields=["image"])
+    assert sorted(s["label"][0] for s in samples) == sorted(FIXTURE_PREDICATES)
+    vg, again = folder / "relationships.json", tmp_path / "vg.jsonl"
+    argv = ["eval", "convert", "relations-vg", str(vg), "--out", str(again)]
+    assert main([*argv, "--set", f"images={folder}", "--set", "predicates=on,Under"]) == 0
+    first = json.loads(again.read_text().splitlines()[0])
+    assert first["predicates"] == ["on", "under"] and first["image"] == str(folder / "scene0.jpg")
+    assert main([*argv, "--set", "colour=red"]) != 0
+    assert "unknown option(s) ['colour']" in capsys.readouterr().err
 
 
 def test_fixture_through_the_harness_loader_and_runner(fake_config: Config) -> None:

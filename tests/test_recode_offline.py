@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from mmagents import Config, default_store
+from mmagents.eval.convert.relations import build_relations_fixture, samples_from_vg
 from mmagents.graphs.recode import build_recode_graph
-from mmagents.graphs.recode_data import build_relations_fixture, samples_from_vg
 from mmagents.models.fake import ScriptedChat
 from mmagents.runtime import Models
 

@@ -35,6 +35,9 @@ CONVERTERS: dict[str, str] = {
     "vg150": "mmagents.eval.convert.vg150:convert",
     "gqa200": "mmagents.eval.convert.gqa200:convert",
     "comm": "mmagents.eval.convert.comm:convert",
+    "relations-vg": "mmagents.eval.convert.relations:convert_vg",
+    "relations-gqa": "mmagents.eval.convert.relations:convert_gqa",
+    "relations-fixture": "mmagents.eval.convert.relations:convert_fixture",
 }
 
 

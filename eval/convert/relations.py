@@ -1,5 +1,7 @@
 """Relation datasets for the ``relations`` eval task: VG / GQA converters and a bundled fixture.
 
+(Moved here from ``graphs/recode_data.py``: graphs hold pipelines, not data conversion.)
+
 The harness reads JSONL; each line is one subject–object pair (the predicate-classification
 setting: boxes and categories given, predicates ranked)::
 
@@ -21,14 +23,15 @@ setting: boxes and categories given, predicates ranked)::
 above the coffee cup) at known positions and writes them in the VG layout, so tests exercise the
 same converter as real data::
 
-    python -m mmagents.graphs.recode_data vg relationships.json --images DIR --out rel.jsonl
-    python -m mmagents.graphs.recode_data gqa val_sceneGraphs.json --images DIR --out rel.jsonl
-    python -m mmagents.graphs.recode_data fixture --out DIR
+    mmagents eval convert relations-vg relationships.json --set images=DIR --out rel.jsonl
+    mmagents eval convert relations-gqa val_sceneGraphs.json --set images=DIR --out rel.jsonl
+    mmagents eval convert relations-fixture DIR --out DIR/relations.jsonl
+
+(``--set predicates=a,b,c`` fixes the candidates; default: every predicate in the file.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmagents.errors import DatasetError
+from mmagents.eval.convert import Conversion
+from mmagents.eval.convert._common import check_options, read_json
 
 if TYPE_CHECKING:
     from mmagents._config import Config
@@ -43,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = [
     "FIXTURE_PREDICATES",
     "build_relations_fixture",
+    "convert_fixture",
+    "convert_gqa",
+    "convert_vg",
     "samples_from_gqa",
     "samples_from_vg",
     "write_jsonl",
@@ -89,15 +97,6 @@ def _pairs_to_samples(
     return samples
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(path, "file not found") from None
-    except json.JSONDecodeError as exc:
-        raise DatasetError(path, f"invalid JSON: {exc.msg} (line {exc.lineno})") from None
-
-
 def samples_from_vg(
     path: str | Path, image_dir: str | Path, *, predicates: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -107,7 +106,7 @@ def samples_from_vg(
         DatasetError: unreadable file or a malformed relationship (named by image id).
     """
     path, image_dir = Path(path), Path(image_dir)
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise DatasetError(path, "expected a list of images with 'relationships'")
     records = []
@@ -134,7 +133,7 @@ def samples_from_gqa(
         DatasetError: unreadable file or a relation pointing at a missing object.
     """
     path, image_dir = Path(path), Path(image_dir)
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DatasetError(path, "expected a mapping of image ids to scene graphs")
     records = []
@@ -220,29 +219,49 @@ def _xywh(box: Sequence[int]) -> dict[str, int]:
     return {"x": box[0], "y": box[1], "w": box[2] - box[0], "h": box[3] - box[1]}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mmagents.graphs.recode_data {vg,gqa,fixture} ...``: write a relations JSONL."""
-    parser = argparse.ArgumentParser(prog="python -m mmagents.graphs.recode_data")
-    sub = parser.add_subparsers(dest="source", required=True)
-    for name in ("vg", "gqa"):
-        cmd = sub.add_parser(name, help=f"convert a {name.upper()} file")
-        cmd.add_argument("path")
-        cmd.add_argument("--images", required=True, help="folder of <image_id>.jpg")
-        cmd.add_argument("--out", required=True, help="JSONL file to write")
-        cmd.add_argument("--predicates", nargs="+", help="candidates (default: all in the file)")
-    fixture = sub.add_parser("fixture", help="build the bundled composite fixture")
-    fixture.add_argument("--out", required=True, help="folder to write images and JSONL into")
-    args = parser.parse_args(argv)
-    if args.source == "fixture":
-        vg = build_relations_fixture(args.out)
-        out = write_jsonl(samples_from_vg(vg, vg.parent, predicates=FIXTURE_PREDICATES),
-                          vg.parent / "relations.jsonl")  # fmt: skip
-    else:
-        convert = samples_from_vg if args.source == "vg" else samples_from_gqa
-        out = write_jsonl(convert(args.path, args.images, predicates=args.predicates), args.out)
-    print(out)
-    return 0
+# -- the converter table's entries (``mmagents eval convert relations-*``) --------------------
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _predicates(options: Mapping[str, Any]) -> list[str] | None:
+    value = options.get("predicates")
+    if value is None:
+        return None
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return [" ".join(str(n).lower().split()) for n in names if str(n).strip()] or None
+
+
+def _conversion(samples: list[dict[str, Any]], source: Path) -> Conversion:
+    return Conversion(samples, {"source": str(source), "pairs": len(samples)})
+
+
+def convert_vg(
+    src: Path, *, split: str | None = None, dataset: str | None = None, **options: Any
+) -> Conversion:
+    """A Visual Genome ``relationships.json`` (``src``) to relations JSONL.
+
+    Options:
+        images: The folder of ``<image_id>.jpg`` (default: the file's folder).
+        predicates: Comma-separated candidates (default: every predicate in the file).
+    """
+    check_options("relations-vg", options, {"images", "predicates"})
+    images = Path(options.get("images") or src.parent)
+    return _conversion(samples_from_vg(src, images, predicates=_predicates(options)), src)
+
+
+def convert_gqa(
+    src: Path, *, split: str | None = None, dataset: str | None = None, **options: Any
+) -> Conversion:
+    """A GQA scene-graph file (``src``) to relations JSONL; options as :func:`convert_vg`."""
+    check_options("relations-gqa", options, {"images", "predicates"})
+    images = Path(options.get("images") or src.parent)
+    return _conversion(samples_from_gqa(src, images, predicates=_predicates(options)), src)
+
+
+def convert_fixture(
+    src: Path, *, split: str | None = None, dataset: str | None = None, **options: Any
+) -> Conversion:
+    """Build the bundled composite fixture in folder ``src`` (images and ``relationships.json``)
+    and convert it, with :data:`FIXTURE_PREDICATES` as the candidates. No options."""
+    check_options("relations-fixture", options, set())
+    vg = build_relations_fixture(src)
+    return _conversion(samples_from_vg(vg, vg.parent, predicates=FIXTURE_PREDICATES), vg)
