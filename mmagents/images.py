@@ -59,7 +59,8 @@ class ImageStore:
         root: Folder where normalised PNGs are kept; ``None`` keeps images in memory only.
         limits: Pixel and byte limits, and whether remote URLs may be fetched.
         memory_items: How many decoded images to keep in memory at most (LRU); the bytes they
-            hold are bounded too, by ``limits.memory_bytes``.
+            hold are bounded too, by ``limits.memory_bytes``. Working copies for roles that
+            shrink images anyway (:meth:`get` with ``min_side``) count against both.
     """
 
     def __init__(
@@ -300,26 +301,75 @@ class ImageStore:
             raise UnknownHandleError(f"not an image handle: {handle!r}")
         return self.root / handle[4:6] / f"{handle}.png"
 
-    def get(self, handle: str) -> Image.Image:
-        """Return the RGB image of ``handle``.
+    def get(self, handle: str, *, min_side: int | None = None) -> Image.Image:
+        """Return the RGB image of ``handle``, or a working copy for a role that shrinks it anyway.
+
+        Args:
+            handle: The image's handle.
+            min_side: The shorter side the caller needs at least (a role whose own preprocessing
+                resizes the image down, e.g. a scorer to 256 pixels, declares twice that as its
+                ``working_side``). The image is then box-reduced by the largest integer factor
+                that keeps its shorter side at or above ``min_side``; that copy is what stays in
+                memory, not the full-size image (a 6000 x 6000 photo: 108 MB full, 0.9 MB for a
+                scorer at 512). ``None``, or an image already small enough: the full image.
 
         Raises:
             UnknownHandleError: the handle is malformed or not in the store.
         """
         if not is_handle(handle):
             raise UnknownHandleError(f"not an image handle: {handle!r}")
+        if min_side is None:
+            return self._full(handle)
+        with self._lock:
+            full = self._memory.get(handle)
+            width, height = full.size if full is not None else (0, 0)
+        if full is None:
+            width, height = self._size_on_disk(handle)
+        factor = min(width, height) // max(1, min_side)
+        if factor < 2:
+            return self._full(handle)
+        key = f"{handle}@{factor}"
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        if full is None:
+            full = self._load(handle, remember=False)
+        small = full.reduce(factor)
+        if self.root is not None:  # a memory-only store keeps its LRU for the only copies
+            with self._lock:
+                self._remember(key, small)
+        return small
+
+    def _full(self, handle: str) -> Image.Image:
         with self._lock:
             if handle in self._memory:
                 self._memory.move_to_end(handle)
                 return self._memory[handle]
+        return self._load(handle, remember=True)
+
+    def _load(self, handle: str, *, remember: bool) -> Image.Image:
+        """Decode ``handle``'s PNG from disk (kept in the LRU when ``remember``)."""
         if self.root is not None and self.path(handle).exists():
             from PIL import Image
 
             with Image.open(self.path(handle)) as img:
-                image = img.convert("RGB")
-            with self._lock:
-                self._remember(handle, image)
+                img.load()
+                # The store writes RGB PNGs: no convert() copy (a second full-size buffer).
+                image = img if img.mode == "RGB" else img.convert("RGB")
+            if remember:
+                with self._lock:
+                    self._remember(handle, image)
             return image
+        raise UnknownHandleError(f"unknown image handle {handle!r}")
+
+    def _size_on_disk(self, handle: str) -> tuple[int, int]:
+        """The stored image's size from its PNG header (nothing decoded)."""
+        if self.root is not None and self.path(handle).exists():
+            from PIL import Image
+
+            with Image.open(self.path(handle)) as img:
+                return img.size
         raise UnknownHandleError(f"unknown image handle {handle!r}")
 
     def __contains__(self, handle: object) -> bool:

@@ -31,9 +31,23 @@ __all__ = [
     "ScorerBase",
     "feature_scores",
     "load_once",
+    "working_side",
 ]
 
 T = TypeVar("T")
+
+
+def working_side(backend: Any) -> int | None:
+    """The shorter image side ``backend`` needs at least, from its optional ``working_side``.
+
+    A backend whose own preprocessing shrinks every image (a scorer resizing to 256 pixels, an
+    endpoint VLM sending at most 1024) declares twice that side; the image store may then hand it
+    a copy box-reduced by an integer factor (:meth:`~mmagents.images.ImageStore.get` with
+    ``min_side``), which keeps at least twice the pixels the backend's own resize samples, instead
+    of the full image. Backends that read fine detail (OCR) declare nothing: ``None``, full size.
+    """
+    side = getattr(backend, "working_side", None)
+    return side if isinstance(side, int) and not isinstance(side, bool) and side > 0 else None
 
 
 @runtime_checkable

@@ -129,6 +129,9 @@ class LabelSpaceScorer(ScorerBase):
 
     name = "label_space"
     logit_scale: float = 100.0
+    #: The classifier resizes the shorter side to 256 (bicubic): a copy at least twice that
+    #: (ImageStore.get min_side) gives the same crop to within rounding (tests/security).
+    working_side: int = 2 * _RESIZE
 
     def __init__(
         self,

@@ -87,6 +87,8 @@ class OpenAIVLM:
         }
         self.image_format = image_format
         self.max_side = max_side
+        #: Images are shrunk to ``max_side`` before sending: a store copy twice that is enough.
+        self.working_side = 2 * max_side if max_side else None
         self.detail = detail
         self._chat: Any = None
         self._lock = threading.Lock()

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from mmagents.errors import ImageError
+from mmagents.models.base import working_side
 from mmagents.tools._base import MMTool, image_field
 
 __all__ = [
@@ -76,7 +77,9 @@ class CaptionTool(MMTool):
     role_name: str = "vlm"
 
     def _run(self, image: str, **_: Any) -> dict[str, Any]:
-        return {"caption": self.backend().caption(self.store.get(image))}
+        backend = self.backend()
+        picture = self.store.get(image, min_side=working_side(backend))
+        return {"caption": backend.caption(picture)}
 
 
 class AnswerQuestionTool(MMTool):
@@ -86,7 +89,9 @@ class AnswerQuestionTool(MMTool):
     role_name: str = "vlm"
 
     def _run(self, image: str, question: str, **_: Any) -> dict[str, Any]:
-        return {"answer": self.backend().answer(self.store.get(image), question)}
+        backend = self.backend()
+        picture = self.store.get(image, min_side=working_side(backend))
+        return {"answer": backend.answer(picture, question)}
 
 
 class ScoreImageTextTool(MMTool):
@@ -96,7 +101,8 @@ class ScoreImageTextTool(MMTool):
     role_name: str = "scorer"
 
     def _run(self, image: str, texts: list[str], **_: Any) -> dict[str, Any]:
-        scores = self.backend().score([self.store.get(image)], texts)[0]
+        backend = self.backend()
+        scores = backend.score([self.store.get(image, min_side=working_side(backend))], texts)[0]
         # A list, not a dict keyed by text: repeated texts keep one score each, in input order.
         rated: list[dict[str, Any]] = [
             {"text": text, "score": round(float(s), 4)}
