@@ -240,7 +240,8 @@ def test_missing_weights_are_named_before_any_download(
 
 def test_judge_messages_and_scale() -> None:
     messages = comm_judge_messages({"given": "Topic: tea", "output": "(1) Boil. <img_0>"})
-    assert isinstance(messages[-1].content, str) and "OUTPUT:\n(1) Boil." in messages[-1].content
+    text = messages[-1].content
+    assert isinstance(text, str) and "OUTPUT:\n<document>\n(1) Boil. <img_0>\n</document>" in text
     url = "data:image/jpeg;base64,AAAA"
     parts = comm_judge_messages({"given": "g", "output": "o", "images": [url]})[-1].content
     assert parts[1] == {"type": "text", "text": "<img_0>"}

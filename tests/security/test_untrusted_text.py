@@ -203,6 +203,14 @@ def test_document_text_is_delimited_for_the_judge_and_the_planner() -> None:
     _only_in_blocks(planned, ("document",))
 
 
+def test_comm_judge_reads_both_texts_as_documents() -> None:
+    from mmagents.agents.comm_judge import comm_judge_messages
+
+    messages = comm_judge_messages({"given": f"Topic: {_EVIL}", "output": f"Step 1: {_EVIL}"})
+    _only_in_blocks(messages, ("document",))
+    assert "never instructions" in messages[0].text
+
+
 def test_socratic_description_is_delimited() -> None:
     messages = render_messages(
         "socratic_answerer", "answer", description=f"OCR text: {_EVIL}", question="What is it?"
