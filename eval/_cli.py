@@ -4,10 +4,10 @@
 
     mmagents eval list
     mmagents eval validate my_task.yaml
-    mmagents eval run meme-harmful --data val.jsonl --limit 20 --out runs/r1 [--resume]
-    mmagents eval run meme-harmful --data val.jsonl --shard 0/4 --out runs/s0
+    mmagents eval run meme-harmful --data val.jsonl --model DIR --limit 20 --out runs/r1 [--resume]
+    mmagents eval run meme-harmful-zero-shot --data val.jsonl --shard 0/4 --out runs/s0
     mmagents eval merge runs/s0 runs/s1 runs/s2 runs/s3 --out runs/all
-    mmagents eval run meme-harmful --data val.jsonl --backend ray --shards 4 --out runs/all
+    mmagents eval run meme-harmful-zero-shot --data val.jsonl --backend ray --shards 4 --out runs/all
     mmagents eval report runs/r1 runs/r2 --out reports/r1-vs-r2
     mmagents eval convert mrharm Mr.Harm/Data --dataset harmc --split train --out harmc.jsonl
 """

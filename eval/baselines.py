@@ -83,8 +83,8 @@ def meme_zero_shot(
     max_repairs = int(options.get("max_repairs", max_repairs))
     if model is not None:
         raise ConfigError(
-            "the zero-shot meme baseline has no student model: --model needs the meme graph's "
-            "runner (mmagents.graphs.meme:eval_meme_sample)"
+            "the zero-shot meme baseline has no student model: a student runs in task "
+            "meme-harmful (pipeline meme, --model DIR)"
         )
     llm = (models or Models(config)).llm
     messages = meme_zero_shot_messages(sample.get("text", ""), sample.get("caption", ""))

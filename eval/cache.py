@@ -30,8 +30,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ __all__ = [
     "cache_wrap",
     "decode_value",
     "encode_value",
-    "installed",
 ]
 
 #: role → the backend methods whose results are cached (everything else is forwarded untouched).
@@ -460,23 +458,3 @@ def cache_wrap(store: CallCache) -> Callable[[str, RoleConfig, Any], Any]:
         return backend
 
     return wrap
-
-
-@contextmanager
-def installed(store: CallCache | None) -> Iterator[CallCache | None]:
-    """Legacy: LangChain's process-wide LLM cache set to ``store`` while the block runs.
-
-    Only chat models that have no cache of their own use it, and vision roles are not cached by
-    it at all: a run caches through its runtime instead (:func:`cache_wrap`). It remains for the
-    meme rationale writer (``graphs/meme.py``) until that is ported to a runtime; the harness no
-    longer uses it. With ``store=None`` LangChain's global cache is off for the block. The
-    previous value is restored on exit.
-    """
-    from langchain_core.globals import get_llm_cache, set_llm_cache
-
-    previous = get_llm_cache()
-    set_llm_cache(LLMCallCache(store) if store is not None else None)
-    try:
-        yield store
-    finally:
-        set_llm_cache(previous)

@@ -17,7 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from mmagents._config import load_config
 from mmagents.graphs import get_pipeline
 
-__all__ = ["chat", "comm", "comm_filter", "describe", "idealgpt", "recode"]
+__all__ = ["chat", "comm", "comm_filter", "describe", "idealgpt", "meme", "recode"]
 
 
 def _build(name: str) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -27,6 +27,11 @@ def _build(name: str) -> CompiledStateGraph[Any, Any, Any, Any]:
 def idealgpt(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The ``idealgpt`` pipeline."""
     return _build("idealgpt")
+
+
+def meme(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The ``meme`` pipeline (teacher rationales; a student classifies with ``model`` set)."""
+    return _build("meme")
 
 
 def comm(config: RunnableConfig) -> CompiledStateGraph[Any, Any, Any, Any]:

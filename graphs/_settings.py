@@ -20,7 +20,6 @@ given one plain word gets a one-element list.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, get_origin
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -37,10 +36,8 @@ __all__ = [
     "context_of",
     "parse_assignments",
     "resolve_settings",
-    "settings_from_section",
 ]
 
-S = TypeVar("S")
 P = TypeVar("P", bound="PipelineSettings")
 
 
@@ -135,46 +132,3 @@ def context_of(runtime: Runtime[P], default: P) -> P:
     """The run's settings: the context the caller passed, else the graph's build-time settings."""
     context = runtime.context
     return default if context is None else context
-
-
-# -- legacy: frozen-dataclass sections of the graph modules not yet on the contract -------------
-
-
-def settings_from_section(
-    cls: type[S], config: Config, section: str, overrides: Mapping[str, Any] | None = None
-) -> S:
-    """Defaults of dataclass ``cls``, then ``config.section(section)``, then ``overrides``.
-
-    Kept for the graph modules that have not moved to :class:`PipelineSettings` yet; new code uses
-    :func:`resolve_settings`.
-
-    Raises:
-        ConfigError: an unknown key or a value that does not convert.
-    """
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    values = {**config.section(section), **given}
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) for [{section}]: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    return cls(**{key: _convert(cls, section, key, value) for key, value in values.items()})
-
-
-def _convert(cls: type, section: str, key: str, value: Any) -> Any:
-    default = getattr(cls, key)
-    try:
-        if isinstance(default, tuple):
-            return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
-        if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
-                return str(value).lower() in ("true", "1", "yes")
-            raise ValueError(value)
-        return type(default)(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"[{section}] {key} = {value!r} is not a valid {type(default).__name__}"
-        ) from None

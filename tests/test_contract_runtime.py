@@ -151,12 +151,6 @@ ALLOWED: dict[str, dict[str, str]] = {
         "_SLOTS": "per loaded model: its lock and saved KV prefixes (weights-level)",
         "_LOAD_LOCK": "guards _MODELS",
     },
-    "models/memes/student.py": {
-        # Weights-level like load_once (a trained student folder, keyed by path and mtime), no
-        # run's settings or wrapper; it could become a load_once key.
-        "_LOADED": "loaded meme students by (folder, mtime): weights only",
-        "_LOCK": "guards _LOADED",
-    },
     "models/_hub.py": {"_DTYPES": "constant table"},
     "models/_tool_grammar.py": {"_HANDLE_PATTERNS": "constant table"},
     "models/scorer_open_clip.py": {"_PRECISIONS": "constant table", "_AUTOCAST": "constant table"},

@@ -55,8 +55,10 @@ def test_mcp_lists_and_calls_role_tools(home: Path) -> None:
     photo = sample_path("cat", load_config(environ={"MMAGENTS_HOME": str(home)}))
     out = anyio.run(_session, home, photo)
 
-    # Pipeline tools that are graph tools come along (run_idealgpt, classify_image since 9f7f61d).
-    assert set(out["tools"]) == {*ROLE_TOOLS, "run_idealgpt", "classify_image", "put_image"}
+    # Pipeline tools that are graph tools come along (run_idealgpt, classify_image since 9f7f61d,
+    # classify_meme since the meme port).
+    pipelines = {"run_idealgpt", "classify_image", "classify_meme"}
+    assert set(out["tools"]) == {*ROLE_TOOLS, *pipelines, "put_image"}
     schema = out["tools"]["answer_question"].input_schema
     assert set(schema["required"]) == {"image", "question"}
     # A pipeline tool's arguments are its input schema, the image as a handle.

@@ -37,7 +37,6 @@ from mmagents.finetune.meme_data import (  # noqa: E402
     sanitise_rationales,
     stratified_split,
 )
-from mmagents.graphs.meme import eval_meme_sample  # noqa: E402
 from mmagents.tools import build_tool  # noqa: E402
 
 HARMFUL_WORDS = ["kill", "hate", "vermin", "attack", "destroy", "scum"]
@@ -338,39 +337,6 @@ def test_generative_resume_after_a_stop(
 
 
 # -- serving and evaluation ---------------------------------------------------------------------
-
-
-class _SpyStudent:
-    """Stands in for a student and records what it was shown."""
-
-    writes_rationales = False
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-
-    def classify(self, text: str, caption: str = "", *, rationale: bool = True) -> Any:
-        from mmagents.models.memes.student import _prediction
-
-        self.seen.append((text, caption))
-        return _prediction(0.9)
-
-
-def test_eval_runner_never_shows_the_label_or_rationale(
-    monkeypatch: pytest.MonkeyPatch, fake_config: Config, tmp_path: Path
-) -> None:
-    spy = _SpyStudent()
-    monkeypatch.setattr("mmagents.models.memes.student.load_student", lambda folder: spy)
-    sample = {
-        "id": "x",
-        "text": "a meme",
-        "caption": "a photo",
-        "label": "harmless",
-        "rationale": "This meme is harmless.",
-    }
-    record = eval_meme_sample(sample, fake_config, model=str(tmp_path / "spy"))
-    assert spy.seen == [("a meme", "a photo")]
-    assert record["prediction"] == "harmful" and record["confidence"] == pytest.approx(0.9)
-    assert record["llm_calls"] == 0
 
 
 def test_tool_without_a_configured_student_fails_typed(fake_config: Config) -> None:

@@ -47,10 +47,13 @@ def _render_meme(config: Config, path: Path) -> Path:
 def test_rendered_meme_gets_text_caption_and_a_label_free_rationale(
     quality_config: Config, tmp_path: Path
 ) -> None:
-    from mmagents.graphs.meme import run_meme
+    from mmagents.graphs import get_pipeline
+    from mmagents.runtime import Models
 
     image = _render_meme(quality_config, tmp_path / "meme.png")
-    out = run_meme(quality_config, image=image, label="harmless")
+    pipeline, models = get_pipeline("meme"), Models(quality_config)
+    graph = pipeline.build(quality_config, models=models)
+    out = graph.invoke(pipeline.inputs({"image": models.store.put(image), "label": "harmless"}))
     words = out["text"].upper().replace(" ", "")
     assert "HUMAN" in words and "DINNER" in words
     assert out["caption"] and "cat" in out["caption"].lower()

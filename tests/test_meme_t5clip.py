@@ -151,7 +151,8 @@ def test_student_serves_harmc_paper_protocol_and_classify_meme(
     tmp_path: Path, models: tuple[Path, Path], harmc: Path, fake_config: Any
 ) -> None:
     from mmagents.eval.runner import run_task
-    from mmagents.graphs.meme import run_meme
+    from mmagents.graphs import get_pipeline
+    from mmagents.runtime import Models
 
     cfg = MemeTrainConfig(
         variant="t5-clip", base_model=str(models[0]), clip_model=str(models[1]), steps=1,
@@ -164,6 +165,9 @@ def test_student_serves_harmc_paper_protocol_and_classify_meme(
                                                     "protocol": protocol})  # fmt: skip
         assert summary.errors == 0 and summary.n == 4 and "macro_f1" in summary.metrics
     meme = read_memes(harmc)[1]
-    out = run_meme(fake_config, image=meme.image, text=meme.text, caption=meme.caption,
-                   model=str(tmp_path / "s"))  # fmt: skip
+    pipeline, runtime = get_pipeline("meme"), Models(fake_config)
+    settings = pipeline.settings_for(fake_config, {"model": str(tmp_path / "s")})
+    graph = pipeline.build(fake_config, models=runtime, settings=settings)
+    inputs = {"image": runtime.store.put(meme.image), "text": meme.text, "caption": meme.caption}
+    out = graph.invoke(pipeline.inputs(inputs))
     assert out["prediction"] in ("harmful", "harmless") and 0.5 <= out["probability"] <= 1.0

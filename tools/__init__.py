@@ -37,7 +37,7 @@ ROLE_TOOLS = tuple(sorted(_ROLE_TOOLS))
 #: so the tool list is the same in every process whatever was imported before.
 _PIPELINE_TOOLS = {
     "run_idealgpt": "mmagents.tools.pipelines:RunIdealGPTTool",
-    "classify_meme": "mmagents.tools.meme:ClassifyMemeTool",  # the finetuned student, or zero-shot
+    "classify_meme": "mmagents.tools.meme:ClassifyMemeTool",  # the finetuned meme student
     "classify_image": "mmagents.tools.pipelines:ClassifyImageTool",
 }
 for _name, _target in {**_ROLE_TOOLS, **_PIPELINE_TOOLS}.items():

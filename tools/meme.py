@@ -1,10 +1,14 @@
 """``classify_meme``: a trained meme student as a LangChain tool (no LLM involved).
 
 The tool takes a meme as an image handle (its text read by OCR, its image captioned by the vlm
-role) or as text + caption, runs the student folder named in ``[graphs.meme] model`` (or in the
-chat agent's ``[graphs.chat.tool_options.classify_meme] model``) through the meme graph, and
-returns the label, the probability of that label, ``p_harmful`` and, for a generative student,
-the student's own rationale.
+role) or as text + caption, runs the meme pipeline in ``mode=classify`` with the student folder
+named in ``[graphs.meme] model`` (or in the chat agent's
+``[graphs.chat.tool_options.classify_meme] model``), and returns the label, the probability of
+that label, ``p_harmful`` and, for a generative student, the student's own rationale.
+
+Like every pipeline tool it reaches the graph through the table of pipelines
+(:class:`~mmagents.tools.pipelines.GraphTool`), never by importing a graph module: tools sit
+below the graphs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from mmagents.errors import ConfigError
-from mmagents.tools._base import MMTool
+from mmagents.tools.pipelines import GraphTool
 
 __all__ = ["ClassifyMemeTool", "MemeInput"]
 
@@ -37,7 +41,7 @@ class MemeInput(BaseModel):
         return self
 
 
-class ClassifyMemeTool(MMTool):
+class ClassifyMemeTool(GraphTool):
     """Harmful-meme classification by the trained student of ``[graphs.meme] model``."""
 
     name: str = "classify_meme"
@@ -46,8 +50,13 @@ class ClassifyMemeTool(MMTool):
         "the label, its probability and (generative student) a rationale. Give the image handle, "
         "or the meme's text and a caption of its image."
     )
-    args_schema: type[BaseModel] = MemeInput
+    pipeline: str = "meme"
     role_name: str = ""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # The tool's own arguments: the pipeline's input less the teacher's gold label.
+        kwargs.setdefault("args_schema", MemeInput)
+        super().__init__(**kwargs)
 
     def _run(
         self,
@@ -56,19 +65,21 @@ class ClassifyMemeTool(MMTool):
         caption: str | None = None,
         **_: Any,
     ) -> dict[str, Any]:
-        from mmagents.graphs._settings import resolve_settings
-        from mmagents.graphs.meme import MemeSettings, run_meme
-
-        settings = resolve_settings(MemeSettings, self.config)
-        # The chat agent's per-tool options may name the student too (tools/pipelines.py).
+        pipeline = self._table()
+        options = dict(self.config.section(f"tools.{self.name}"))
+        model = str(pipeline.settings_for(self.config, options).model)
+        # The chat agent's per-tool options may name the student too.
         chat_options = self.config.section(f"graphs.chat.tool_options.{self.name}")
-        model = settings.model or str(chat_options.get("model") or "")
+        model = model or str(chat_options.get("model") or "")
         if not model:
             raise ConfigError(
                 "classify_meme needs a trained student: set [graphs.meme] model = DIR "
                 "(train one with `mmagents finetune meme`)"
             )
-        out = run_meme(self.config, image=image, text=text, caption=caption, model=model)
+        graph, settings = self._ready({**options, "model": model, "mode": "classify"})
+        given = {"image": image, "text": text, "caption": caption}
+        inputs = pipeline.inputs({k: v for k, v in given.items() if v is not None})
+        out = graph.invoke(inputs, context=settings)
         return {
             "label": out["prediction"],
             "probability": round(float(out["probability"]), 4),

@@ -17,9 +17,10 @@ Settings / options come from the config section ``[tools.<tool name>]``, e.g.::
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr, create_model
+from pydantic import BaseModel, PrivateAttr, create_model
 
 from mmagents._registry import import_string
 from mmagents.errors import BackendUnavailableError
@@ -28,19 +29,11 @@ from mmagents.tools._base import MMTool, image_field
 
 __all__ = [
     "ClassifyImageTool",
-    "ClassifyMemeTool",
     "GraphTool",
     "PipelineTool",
     "RunIdealGPTTool",
     "handle_schema",
 ]
-
-
-class MemeInput(BaseModel):
-    image: str = image_field("Handle of the meme image.")
-    text: str | None = Field(
-        default=None, description="The meme's text if already known (otherwise read by OCR)."
-    )
 
 
 class PipelineTool(MMTool):
@@ -122,21 +115,24 @@ class GraphTool(MMTool):
     def _table(self) -> Any:
         return _pipeline(self.pipeline)
 
+    def _ready(self, overrides: Mapping[str, Any]) -> tuple[Any, Any]:
+        """``(graph, settings)``: built on the first call over the tool's own runtime (its
+        backends load when a node first needs them), then reused."""
+        if self._graph is None:
+            pipeline = self._table()
+            self._settings = pipeline.settings_for(self.config, overrides)
+            self._graph = pipeline.build(self.config, models=self.models, settings=self._settings)
+        return self._graph, self._settings
+
     def unavailable_reason(self) -> str | None:
         """``None``: building the tool read the pipeline's schema, so its module imports."""
         return None
 
     def _run(self, **kwargs: Any) -> dict[str, Any]:
         pipeline = self._table()
-        if self._graph is None:
-            models = self.models
-            overrides = dict(self.config.section(f"tools.{self.name}"))
-            self._settings = pipeline.settings_for(self.config, overrides)
-            self._graph = pipeline.build(self.config, models=models, settings=self._settings)
+        graph, settings = self._ready(self.config.section(f"tools.{self.name}"))
         inputs = pipeline.inputs({k: v for k, v in kwargs.items() if v is not None})
-        output: dict[str, Any] = pipeline.output_of(
-            self._graph.invoke(inputs, context=self._settings)
-        )
+        output: dict[str, Any] = pipeline.output_of(graph.invoke(inputs, context=settings))
         return output
 
 
@@ -149,13 +145,6 @@ class RunIdealGPTTool(GraphTool):
         "sub-questions about the image, then reasons). Slower than answer_question."
     )
     pipeline: str = "idealgpt"
-
-
-class ClassifyMemeTool(PipelineTool):
-    name: str = "classify_meme"
-    description: str = "Decide whether a meme is harmful, with a rationale (meme pipeline)."
-    args_schema: type[BaseModel] = MemeInput
-    runner: str = "mmagents.graphs.meme:eval_meme_sample"
 
 
 class ClassifyImageTool(GraphTool):

@@ -54,6 +54,7 @@ PRESENTERS: dict[str, str] = {
     "comm-filter": "mmagents.cli.comm:CommFilterPresenter",
     "chat": "mmagents.cli.chat:ChatPresenter",
     "describe": "mmagents.cli.describe:DescribePresenter",
+    "meme": "mmagents.cli.meme:MemePresenter",
     "recode": "mmagents.cli.recode:RecodePresenter",
 }
 
@@ -72,6 +73,15 @@ class Presenter:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add CLI-only flags (e.g. ``--doc FILE``, ``--out DIR``)."""
+
+    def run_instead(self, args: argparse.Namespace) -> int | None:
+        """Handle the command without one pipeline run (e.g. a batch mode over a dataset) and
+        return its exit code; ``None`` (the default): run the pipeline once."""
+        return None
+
+    def overrides(self, args: argparse.Namespace) -> dict[str, Any]:
+        """Settings given by CLI-only flags (e.g. ``--model DIR``); ``--set`` wins over them."""
+        return {}
 
     def prepare(
         self, args: argparse.Namespace, values: dict[str, Any], models: Models
@@ -203,6 +213,9 @@ def _add_pipeline_arguments(command: argparse.ArgumentParser, pipeline: Pipeline
 
 
 def _run_cli(args: argparse.Namespace, pipeline: Pipeline, presenter: Presenter) -> int:
+    code = presenter.run_instead(args)
+    if code is not None:
+        return code
     if args.checkpoint and not args.thread:
         raise ConfigError("--checkpoint needs --thread ID (the run to start or resume)")
     config = config_from_args(args)
@@ -217,7 +230,7 @@ def _run_cli(args: argparse.Namespace, pipeline: Pipeline, presenter: Presenter)
         pipeline.name,
         config,
         values,
-        overrides=parse_assignments(args.set),
+        overrides={**presenter.overrides(args), **parse_assignments(args.set)},
         models=models,
         as_json=args.json,
         thread_id=args.thread,

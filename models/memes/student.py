@@ -38,9 +38,6 @@ KIND = "meme_student"
 #: The student variants, as ``student.json`` names them.
 VARIANTS = ("encoder", "generative", "t5-clip")
 
-_LOCK = threading.Lock()
-_LOADED: dict[tuple[str, int], MemeStudent] = {}
-
 
 @dataclass(frozen=True)
 class StudentPrediction:
@@ -183,16 +180,14 @@ def _prediction(p_harmful: float, rationale: str | None = None) -> StudentPredic
 
 
 def load_student(folder: str | Path) -> MemeStudent:
-    """The student in ``folder``, loaded once per process (reloaded when it is retrained).
+    """The student in ``folder``, its ``student.json`` checked before any heavy import.
+
+    Each call loads the weights anew: there is no process-wide cache. Whoever holds the student
+    keeps it as long as it needs it (a compiled meme graph keeps the students its runs use).
 
     Raises:
         ConfigError: ``folder`` is not a trained meme student.
     """
     path = Path(folder).expanduser().resolve()
-    meta_file = path / "student.json"
     read_student_meta(path)  # validates before any heavy import
-    key = (str(path), meta_file.stat().st_mtime_ns)
-    with _LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = MemeStudent(path)
-        return _LOADED[key]
+    return MemeStudent(path)
