@@ -8,7 +8,7 @@ schema in the system prompt, parses tolerantly and repairs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -62,9 +62,16 @@ class HFChat(BaseChatModel):
         seed: Seed set before sampling, for reproducible runs.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda:0`` ...
         dtype: ``auto`` (bf16/fp16 on accelerators, fp32 on the CPU), ``fp32``, ``bf16``, ``fp16``.
+
+    Per call (``invoke(..., temperature=0.7)``) it honours ``temperature``, ``top_p``,
+    ``max_tokens`` (as ``max_new_tokens``), ``stop`` and ``seed``; transformers has no
+    OpenAI-style presence / frequency penalties, so those are not declared.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+    sampling_params: ClassVar[frozenset[str]] = frozenset(
+        {"temperature", "top_p", "max_tokens", "stop", "seed"}
+    )
 
     model: str
     max_new_tokens: int = 256
@@ -103,14 +110,19 @@ class HFChat(BaseChatModel):
     def _generation_kwargs(self, kwargs: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
         temperature = kwargs.get("temperature", self.temperature)
         options: dict[str, Any] = {
-            "max_new_tokens": kwargs.get("max_new_tokens", self.max_new_tokens),
+            "max_new_tokens": self._limit(kwargs),
             "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
         }
         if temperature > 0:
-            options.update(do_sample=True, temperature=temperature, top_p=self.top_p)
+            top_p = kwargs.get("top_p", self.top_p)
+            options.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:
             options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return options
+
+    def _limit(self, kwargs: dict[str, Any]) -> int:
+        """This call's new-token limit: ``max_tokens`` (OpenAI's name) or ``max_new_tokens``."""
+        return int(kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_new_tokens)))
 
     def _generate(
         self,
@@ -131,17 +143,25 @@ class HFChat(BaseChatModel):
         prompt_length = inputs["input_ids"].shape[1]
         try:
             with loaded.lock, torch.inference_mode():
-                torch.manual_seed(self.seed)
+                torch.manual_seed(kwargs.get("seed", self.seed))
                 output = loaded.model.generate(
                     **inputs, **self._generation_kwargs(kwargs, tokenizer)
                 )
         except (RuntimeError, ValueError) as exc:  # out of memory, context too long ...
             raise BackendError(f"generation with {self.model!r} failed: {exc}") from exc
         new_tokens = output[0, prompt_length:]
-        text = _cut_at_stop(tokenizer.decode(new_tokens, skip_special_tokens=True), stop)
+        decoded = tokenizer.decode(new_tokens, skip_special_tokens=True)
+        text = _cut_at_stop(decoded, stop)
+        count = int(new_tokens.shape[0])
+        ended = count and int(new_tokens[-1]) == tokenizer.eos_token_id
+        finish = "stop" if text != decoded or ended or count < self._limit(kwargs) else "length"
         message = AIMessage(
             content=text.strip(),
-            response_metadata={"model": self.model, "model_provider": "hf"},
+            response_metadata={
+                "model": self.model,
+                "model_provider": "hf",
+                "finish_reason": finish,
+            },
             usage_metadata={
                 "input_tokens": prompt_length,
                 "output_tokens": int(new_tokens.shape[0]),

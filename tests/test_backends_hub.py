@@ -338,6 +338,24 @@ def test_hf_chat_generates_reproducibly_within_budget(llama_dir: Path) -> None:
     assert sampled.invoke(messages).content == sampled.invoke(messages).content
 
 
+def test_hf_chat_takes_sampling_per_call(llama_dir: Path) -> None:
+    from mmagents.models.sampling import supported_sampling
+
+    llm = _chat(llama_dir)  # max_new_tokens=6, greedy
+    messages = [HumanMessage(content="Say hello.")]
+    assert supported_sampling(llm) == {"temperature", "top_p", "max_tokens", "stop", "seed"}
+    # Sampled (greedy, this random model ends at once): some seeds run past 2 tokens freely.
+    free = [llm.invoke(messages, temperature=1.0, seed=s) for s in range(6)]
+    cut = [llm.invoke(messages, temperature=1.0, seed=s, max_tokens=2) for s in range(6)]
+    assert any(r.usage_metadata and r.usage_metadata["output_tokens"] > 2 for r in free)
+    for reply in cut:
+        assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] <= 2
+    assert any(r.response_metadata["finish_reason"] == "length" for r in cut)
+    sampled = [llm.invoke(messages, temperature=1.0, seed=s).content for s in (3, 3, 4)]
+    assert sampled[0] == sampled[1]  # the call's seed, not the model's
+    assert llm.temperature == 0.0 and llm.max_new_tokens == 6  # the shared object is unchanged
+
+
 def test_hf_chat_loads_once_and_is_thread_safe(llama_dir: Path) -> None:
     a, b = _chat(llama_dir), _chat(llama_dir)
     assert a.loaded() is b.loaded()
