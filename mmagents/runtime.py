@@ -89,7 +89,7 @@ class Models:
                 spec = self.config.role(role)
                 backend = self._injected.get(role)
                 if backend is None:
-                    backend = _build(role, spec)
+                    backend = _build(role, spec, self.config)
                 if self.wrap is not None:
                     backend = self.wrap(role, spec, backend)
                 # Outermost: role calls reach LangChain callbacks, cache hits included.
@@ -157,6 +157,6 @@ def image_fields(schema: type[BaseModel]) -> list[str]:
     ]
 
 
-def _build(role: str, spec: RoleConfig) -> Any:
+def _build(role: str, spec: RoleConfig, config: Config) -> Any:
     build: Any = import_string(_BUILD)
-    return build(role, spec)
+    return build(role, spec, config)

@@ -13,6 +13,7 @@ configured backend and no wrapper, so no run's cache or settings can reach anoth
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from mmagents._config import ROLES, Config, RoleConfig, check_backend_options, load_config
@@ -80,11 +81,13 @@ def register_backend(role: str, name: str, target: Any, *, replace: bool = False
     BACKENDS[role].register(name, target, replace=replace)
 
 
-def build_backend(role: str, spec: RoleConfig) -> Any:
+def build_backend(role: str, spec: RoleConfig, config: Config | None = None) -> Any:
     """A new, unwrapped backend for ``role`` as ``spec`` describes it (options type-checked).
 
     Construction is cheap: backends load their weights lazily on first inference, once per
-    process (:func:`mmagents.models.base.load_once`).
+    process (:func:`mmagents.models.base.load_once`). A backend that reaches other roles itself
+    (``socratic``, ``gallery``: a ``config`` parameter) is given ``config``, the run's, unless its
+    options set one, so its inner roles are the run's and not the environment's.
 
     Raises:
         ConfigError: an unknown role or backend, or options of the wrong name or type.
@@ -93,16 +96,26 @@ def build_backend(role: str, spec: RoleConfig) -> Any:
         raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
     factory = BACKENDS[role].get(spec.backend)
     options = check_backend_options(role, spec, factory)
+    if config is not None and "config" not in options and _takes_config(factory):
+        options["config"] = config
     try:
         return factory(**options)
     except TypeError as exc:
         raise ConfigError(f"bad options for {role} backend {spec.backend!r}: {exc}") from None
 
 
-def load_backend(role: str, spec: RoleConfig) -> Any:
+def _takes_config(factory: Any) -> bool:
+    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
+    try:
+        return "config" in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def load_backend(role: str, spec: RoleConfig, config: Config | None = None) -> Any:
     """A new backend for ``role`` (see :func:`build_backend`), traced (its calls reach LangChain
     callbacks). Not cached: keep the object, or use a :class:`mmagents.runtime.Models`."""
-    return traced(role, spec.backend, build_backend(role, spec))
+    return traced(role, spec.backend, build_backend(role, spec, config))
 
 
 def load_role(role: str, config: Config | None = None) -> Any:
@@ -112,4 +125,4 @@ def load_role(role: str, config: Config | None = None) -> Any:
     role repeatedly keeps it (or holds a :class:`mmagents.runtime.Models`, which does).
     """
     cfg = config or load_config()
-    return load_backend(role, cfg.role(role))
+    return load_backend(role, cfg.role(role), cfg)

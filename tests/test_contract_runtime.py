@@ -233,3 +233,20 @@ def test_the_removed_globals_are_gone() -> None:
     ]:
         assert not hasattr(module, name), f"{module.__name__}.{name}"
     assert "BACKEND_WRAPPERS" not in Path(cache.__file__).read_text(encoding="utf-8")
+
+
+def test_a_backend_that_reaches_other_roles_gets_the_runs_config(tmp_path: Path) -> None:
+    from mmagents.models import load_role
+
+    env = {
+        "MMAGENTS_HOME": str(tmp_path / "home"),
+        "MMAGENTS_VLM__BACKEND": "socratic",
+        "MMAGENTS_IMAGEGEN__BACKEND": "gallery",
+        "MMAGENTS_SCORER__BACKEND": "fake",
+    }
+    config = load_config(environ=env)
+    models = Models(config)
+    # Not the environment's config (another home, other roles): the run's own.
+    assert models.vlm.wrapped.config is config and models.imagegen.wrapped.config is config
+    assert load_role("vlm", config).wrapped.config is config
+    assert type(models.imagegen.wrapped.scorer.wrapped).__name__ == "FakeScorer"
