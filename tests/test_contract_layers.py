@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from mmagents import Config, load_config
-from mmagents.eval import cache as eval_cache
 from mmagents.eval.runner import run_task
 from mmagents.eval.vqa_fixture import write_vqa_fixture
+from mmagents.models.fake import FakeVLM, ScriptedChat
 
 ROOT = Path(__file__).resolve().parents[1]
 LOWER = ("graphs", "agents", "models", "tools")
@@ -94,27 +94,25 @@ def test_bug_b_tool_list_is_the_same_whatever_was_imported() -> None:
     )
 
 
-class _Spy:
-    """Counts calls that reach a caching proxy or an LLM cache lookup."""
+class _ModelCalls:
+    """Counts the calls that reach the models themselves (the fake vlm and the scripted llm), at
+    the class, whatever object a run builds: a call answered by a cache never gets here."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.proxy = 0
-        self.llm = 0
-        cached, lookup = eval_cache.CachingBackend._cached, eval_cache.LLMCallCache.lookup
+        self.n = 0
+        for cls, name in [(FakeVLM, "caption"), (FakeVLM, "answer"), (ScriptedChat, "_generate")]:
+            monkeypatch.setattr(cls, name, self._counted(getattr(cls, name)))
 
-        def counted_cached(proxy: Any, *args: Any) -> Any:
-            self.proxy += 1
-            return cached(proxy, *args)
+    def _counted(self, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.n += 1
+            return method(*args, **kwargs)
 
-        def counted_lookup(cache: Any, *args: Any) -> Any:
-            self.llm += 1
-            return lookup(cache, *args)
+        return counted
 
-        monkeypatch.setattr(eval_cache.CachingBackend, "_cached", counted_cached)
-        monkeypatch.setattr(eval_cache.LLMCallCache, "lookup", counted_lookup)
-
-    def reset(self) -> None:
-        self.proxy = self.llm = 0
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
 
 
 def test_bug_a_second_run_without_cache_reaches_no_cache(
@@ -130,15 +128,22 @@ def test_bug_a_second_run_without_cache_reaches_no_cache(
     )
     config: Config = load_config(toml, environ={"MMAGENTS_HOME": str(tmp_path / "home")})
     data = write_vqa_fixture(tmp_path / "data", config)
-    spy = _Spy(monkeypatch)
-    first = run_task("vqa", config, out=tmp_path / "r1", data=data, limit=2, progress=False)
-    assert first.info["cache"]["enabled"] and spy.proxy > 0 and spy.llm > 0
-    spy.reset()
-    second = run_task(
-        "vqa", config, out=tmp_path / "r2", data=data, limit=2, progress=False, use_cache=False
-    )
+    calls = _ModelCalls(monkeypatch)
+
+    def run(out: str, **kw: Any) -> Any:
+        return run_task("vqa", config, out=tmp_path / out, data=data, limit=2, progress=False, **kw)
+
+    first = run("r1")
+    assert first.info["cache"]["enabled"] and first.info["cache"]["misses"] > 0
+    made = calls.take()
+    assert made > 0
+    second = run("r2", use_cache=False)
     assert second.info["cache"] == {"enabled": False}
-    assert (spy.proxy, spy.llm) == (0, 0)  # the run's cache is exactly what it asked for
+    # Every call of the uncached run reached a model: none was answered by the first run's cache,
+    assert calls.take() == made
+    third = run("r3")
+    # ... which would have answered all of them (so the check above can fail).
+    assert calls.take() == 0 and third.info["cache"]["hits"] == first.info["cache"]["misses"]
     assert second.errors == 0 and second.n == 2
 
 
