@@ -139,6 +139,11 @@ class Models:
         """The text embedder."""
         return self["embed"]
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Models:
+        # A runtime is shared, never duplicated: a deep copy of what holds one (a tool, a
+        # LangChain object) keeps the same backends, store and cache hook (and its locks).
+        return self
+
     def __repr__(self) -> str:
         return f"Models(profile={self.config.profile!r}, loaded={self.loaded()})"
 

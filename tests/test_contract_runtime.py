@@ -250,3 +250,18 @@ def test_a_backend_that_reaches_other_roles_gets_the_runs_config(tmp_path: Path)
     assert models.vlm.wrapped.config is config and models.imagegen.wrapped.config is config
     assert load_role("vlm", config).wrapped.config is config
     assert type(models.imagegen.wrapped.scorer.wrapped).__name__ == "FakeScorer"
+
+
+def test_tools_built_together_share_one_runtime_and_copies_keep_it(tmp_path: Path) -> None:
+    import copy
+
+    from mmagents.tools import build_tool, build_tools
+
+    config = _config(tmp_path / "home")
+    caption, answer = build_tools(config, ["caption", "answer_question"])
+    assert caption.models is answer.models and caption.backend() is answer.backend()
+    assert copy.deepcopy(caption).models is caption.models  # a runtime is shared, not copied
+    alone = build_tool("caption", config)
+    assert alone.models is not caption.models  # a tool built on its own has its own runtime
+    shared = Models(config)
+    assert build_tool("embed", config, models=shared).models is shared
