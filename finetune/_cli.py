@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from mmagents.errors import ConfigError
 
@@ -88,6 +89,29 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
         action="store_false",
         help="t5-clip: no RandAugment on training images",
     )
+    meme.add_argument(
+        "--select",
+        choices=["cv", "none"],
+        help="cv (encoder default): every choice of the frozen-encoder recipe (head C, rationale "
+        "component, calibration, TF-IDF ensemble weight, threshold) by k-fold CV on the training "
+        "split only, written to train_report.json; none: the fixed recipe of the other options "
+        "(encoder: finetuned top layers; the generative and t5-clip variants' only mode)",
+    )
+    meme.add_argument("--folds", type=int, default=5, help="CV folds (--select cv)")
+    meme.add_argument(
+        "--rationale-backbone",
+        choices=sorted(BACKBONES),
+        default="minilm",
+        help="--select cv: encoder of the teacher rationales (default minilm, the cheap one)",
+    )
+    meme.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="cut a seeded stratified validation split (fraction F per label) off --train; "
+        "both halves are written to OUT/split/ (instead of --val)",
+    )
+    meme.add_argument("--split-seed", type=int, default=0, help="seed of --val-fraction's split")
     meme.add_argument("--threads", default="auto", help="torch CPU threads (default: auto)")
     meme.add_argument("--no-progress", dest="progress", action="store_false")
     meme.add_argument("--json", action="store_true", help="print the training report as JSON")
@@ -118,10 +142,25 @@ def _base_model(args: argparse.Namespace) -> str | None:
     return str(ensure_model(entry))
 
 
+def _rationale_model(args: argparse.Namespace) -> str | None:
+    entry = BACKBONES[getattr(args, "rationale_backbone", None) or "minilm"]
+    if entry is None:
+        return None
+    from mmagents.models.zoo import ensure_model
+
+    return str(ensure_model(entry))
+
+
 def _run_meme(args: argparse.Namespace) -> int:
     from mmagents.finetune.meme import MemeTrainConfig, train_meme_student
 
+    select = args.select or ("cv" if args.variant == "encoder" else "none")
     cfg = MemeTrainConfig(
+        select=select,
+        folds=args.folds,
+        rationale_model=_rationale_model(args) if select == "cv" else None,
+        val_fraction=args.val_fraction,
+        split_seed=args.split_seed,
         variant=args.variant,
         use_rationales=args.use_rationales,
         steps=args.steps,
@@ -147,6 +186,9 @@ def _run_meme(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    if report.get("select") == "cv":
+        _print_selected(report, args.out)
+        return 0
     stages = report["stages"]
     verb = "already trained:" if report.get("already_trained") else "trained"
     print(
@@ -163,3 +205,25 @@ def _run_meme(args: argparse.Namespace) -> int:
             f"val: accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}  (n={val['n']})"
         )
     return 0
+
+
+def _print_selected(report: dict[str, Any], out: str) -> None:
+    selection = report["selection"]
+    chosen, cv = selection["chosen"], selection["cv"]
+    verb = "already trained:" if report.get("already_trained") else "trained"
+    print(
+        f"{verb} frozen-encoder student in {out} ({report['n_train']} memes, "
+        f"{report['train_seconds']:.0f} s, peak {report['peak_rss_mb']:.0f} MiB)"
+    )
+    print(
+        f"chosen by {selection['k']}-fold CV on train: rationale={chosen['rationale']} "
+        f"C={chosen['C']} tfidf_weight={chosen['tfidf_weight']} threshold={chosen['threshold']} "
+        f"(CV accuracy {cv['accuracy']:.4f}, macro-F1 {cv['macro_f1']:.4f})"
+    )
+    if "split" in report:
+        print(f"split: {report['split']['rule']} -> {report['split']['val']}")
+    if "val" in report:
+        val = report["val"]
+        print(
+            f"val: accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}  (n={val['n']})"
+        )

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from mmagents.finetune.meme_data import (
     load_rationale_file,
     read_memes,
     sanitise_rationales,
+    stratified_split,
+    write_memes,
 )
 
 __all__ = ["VARIANTS", "MemeTrainConfig", "evaluate_student", "train_meme_student"]
@@ -74,6 +76,18 @@ class MemeTrainConfig:
         clip_model: t5-clip variant: the frozen CLIP vision model (default OpenAI ViT-B/32).
         augment: t5-clip variant: RandAugment the training images (the reference's vit_randaug).
         progress: Show progress bars.
+        select: ``cv`` (encoder variant): the frozen-encoder recipe family of
+            :mod:`mmagents.finetune.meme_select`, every choice made by k-fold CV on the training
+            split only; ``none``: the fixed recipe given by the other options (finetuned top
+            layers for the encoder). ``mmagents finetune meme`` defaults to ``cv`` for the encoder.
+        folds: CV folds (``select = "cv"``).
+        rationale_model: Encoder of the teacher rationales (``select = "cv"``; default MiniLM-L6).
+        val_fraction: Cut a validation split off the training file by
+            :func:`~mmagents.finetune.meme_data.stratified_split` (per label, seeded by
+            ``split_seed``); both halves are written to ``out/split/`` (no ``val_path`` then).
+        split_seed: Seed of that split.
+        cv_grid: The candidates of ``select = "cv"`` (a :class:`~mmagents.finetune.meme_select.Grid`;
+            ``None`` = its default).
     """
 
     variant: str = "encoder"
@@ -96,6 +110,12 @@ class MemeTrainConfig:
     clip_model: str | None = None
     augment: bool = True
     progress: bool = True
+    select: str = "none"
+    folds: int = 5
+    rationale_model: str | None = None
+    val_fraction: float | None = None
+    split_seed: int = 0
+    cv_grid: Any = None
 
 
 def _load_training_data(path: str | Path, cfg: MemeTrainConfig) -> tuple[list[MemeExample], int]:
@@ -163,6 +183,16 @@ def train_meme_student(
     if cfg.variant not in VARIANTS:
         raise ConfigError(f"unknown student variant {cfg.variant!r}; choose from {VARIANTS}")
     folder = Path(out).expanduser()
+    split = None
+    if cfg.val_fraction is not None:
+        if val_path is not None:
+            raise ConfigError("give a validation file or a validation fraction, not both")
+        split = _split_train(train_path, folder, cfg)
+        train_path, val_path = split["train"], split["val"]
+    if cfg.select == "cv":
+        return _train_selected(train_path, folder, cfg, val_path, split)
+    if cfg.select != "none":
+        raise ConfigError(f"unknown selection {cfg.select!r}; choose cv or none")
     train, dropped = _load_training_data(train_path, cfg)
     val = read_memes(val_path) if val_path else []
     threads = configure_threads(cfg.threads)
@@ -205,6 +235,100 @@ def train_meme_student(
     if summary.get("stopped_at") is None and val:
         report["val"] = _validate(folder, val, val_path)
     # A finished run is not trained again: its report keeps the peak of the process that trained.
+    peak = previous.get("peak_rss_mb") if previous else None
+    report["peak_rss_mb"] = peak if peak is not None else round(peak_rss_mb(), 1)
+    (folder / "train_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _split_train(path: str | Path, folder: Path, cfg: MemeTrainConfig) -> dict[str, Any]:
+    """Cut a seeded stratified validation split off ``path``; write both halves to ``out/split``.
+
+    The rule: :func:`stratified_split` with ``cfg.val_fraction`` and ``cfg.split_seed`` on the
+    records in file order (each label's indices shuffled by ``random.Random(seed)``, the first
+    ``round(n_label · fraction)`` held out). The val half is written without rationales.
+    """
+    rationales = load_rationale_file(cfg.rationale_file) if cfg.rationale_file else None
+    rest, held = stratified_split(
+        read_memes(path, rationales=rationales), cfg.val_fraction or 0.0, cfg.split_seed
+    )
+    train_file = write_memes(folder / "split" / "train.jsonl", rest)
+    val_file = write_memes(
+        folder / "split" / "val.jsonl", [replace(e, rationale=None) for e in held]
+    )
+    return {
+        "source": str(path),
+        "rule": f"stratified_split(records, {cfg.val_fraction}, seed={cfg.split_seed})",
+        "train": str(train_file),
+        "val": str(val_file),
+        "n_train": len(rest),
+        "n_val": len(held),
+    }
+
+
+def _train_selected(
+    train_path: str | Path,
+    folder: Path,
+    cfg: MemeTrainConfig,
+    val_path: str | Path | None,
+    split: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """``select = "cv"``: choose by CV on the training split, refit, then read val once."""
+    from mmagents.finetune.meme_frozen import FrozenOptions, train_frozen_student
+
+    if cfg.variant != "encoder":
+        raise ConfigError(
+            f"--select cv is implemented for the encoder variant; train the {cfg.variant} "
+            "variant with --select none"
+        )
+    fixed = {"steps": cfg.steps, "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size}
+    fixed |= {"train_layers": cfg.train_layers, "rationale_epochs": cfg.rationale_epochs}
+    given = sorted(k for k, v in fixed.items() if v is not None)
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} set the fixed finetuning recipe: add --select none "
+            "(with --select cv every choice is made by cross-validation)"
+        )
+    train, dropped = _load_training_data(train_path, cfg)
+    threads = configure_threads(cfg.threads)
+    options = FrozenOptions(
+        base_model=cfg.base_model,
+        rationale_model=cfg.rationale_model,
+        folds=cfg.folds,
+        seed=cfg.seed,
+        **({"grid": cfg.cv_grid} if cfg.cv_grid is not None else {}),
+    )
+    run_id = fingerprint(train, with_rationales=cfg.use_rationales)
+    run_id += ":" + json.dumps(asdict(options), sort_keys=True, default=str)
+    started = time.perf_counter()
+    previous = _finished_run(folder, run_id)
+    if previous is not None and "selection" in previous:
+        summary = {k: previous[k] for k in ("train_seconds", "embedding", "selection")}
+        summary["already_trained"] = True
+    else:
+        log = (lambda line: print(line, flush=True)) if cfg.progress else None
+        summary = train_frozen_student(
+            train, folder, options, use_rationales=cfg.use_rationales, fingerprint=run_id, log=log
+        )
+        summary.pop("steps", None)
+    report: dict[str, Any] = {
+        "variant": cfg.variant,
+        "select": "cv",
+        "use_rationales": cfg.use_rationales,
+        "train_file": str(train_path),
+        "n_train": len(train),
+        "n_with_rationale": sum(1 for e in train if e.rationale),
+        "rationales_dropped_as_all_label": dropped,
+        "stages": {"rationale": 0, "label": 0},
+        "seed": cfg.seed,
+        "threads": threads,
+        **({"split": split} if split else {}),
+        **summary,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    if val_path:
+        # Read once, after the choice and the refit: selection never sees it.
+        report["val"] = _validate(folder, read_memes(val_path), val_path)
     peak = previous.get("peak_rss_mb") if previous else None
     report["peak_rss_mb"] = peak if peak is not None else round(peak_rss_mb(), 1)
     (folder / "train_report.json").write_text(json.dumps(report, indent=2))
