@@ -95,7 +95,9 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
         help="cv (encoder default): every choice of the frozen-encoder recipe (head C, rationale "
         "component, calibration, TF-IDF ensemble weight, threshold) by k-fold CV on the training "
         "split only, written to train_report.json; none: the fixed recipe of the other options "
-        "(encoder: finetuned top layers; the generative and t5-clip variants' only mode)",
+        "(encoder: finetuned top layers; the generative and t5-clip variants' only mode). "
+        "Default: cv for the encoder, unless --steps/--epochs/--lr/--batch-size/--train-layers/"
+        "--rationale-epochs is given (those set the fixed recipe)",
     )
     meme.add_argument("--folds", type=int, default=5, help="CV folds (--select cv)")
     meme.add_argument(
@@ -110,6 +112,11 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
         metavar="F",
         help="cut a seeded stratified validation split (fraction F per label) off --train; "
         "both halves are written to OUT/split/ (instead of --val)",
+    )
+    meme.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="--select cv: embedding cache (default <home>/cache/embeddings)",
     )
     meme.add_argument("--split-seed", type=int, default=0, help="seed of --val-fraction's split")
     meme.add_argument("--threads", default="auto", help="torch CPU threads (default: auto)")
@@ -142,6 +149,17 @@ def _base_model(args: argparse.Namespace) -> str | None:
     return str(ensure_model(entry))
 
 
+#: Options of the fixed finetuning recipe: giving one implies ``--select none``.
+FIXED_RECIPE = ("steps", "epochs", "lr", "batch_size", "train_layers", "rationale_epochs")
+
+
+def _default_select(args: argparse.Namespace) -> str:
+    """``cv`` for the encoder unless a fixed-recipe option is given; ``none`` for the others."""
+    if args.variant != "encoder":
+        return "none"
+    return "none" if any(getattr(args, k, None) is not None for k in FIXED_RECIPE) else "cv"
+
+
 def _rationale_model(args: argparse.Namespace) -> str | None:
     entry = BACKBONES[getattr(args, "rationale_backbone", None) or "minilm"]
     if entry is None:
@@ -154,13 +172,14 @@ def _rationale_model(args: argparse.Namespace) -> str | None:
 def _run_meme(args: argparse.Namespace) -> int:
     from mmagents.finetune.meme import MemeTrainConfig, train_meme_student
 
-    select = args.select or ("cv" if args.variant == "encoder" else "none")
+    select = args.select or _default_select(args)
     cfg = MemeTrainConfig(
         select=select,
         folds=args.folds,
         rationale_model=_rationale_model(args) if select == "cv" else None,
         val_fraction=args.val_fraction,
         split_seed=args.split_seed,
+        cache_dir=args.cache_dir,
         variant=args.variant,
         use_rationales=args.use_rationales,
         steps=args.steps,

@@ -88,6 +88,7 @@ class MemeTrainConfig:
         split_seed: Seed of that split.
         cv_grid: The candidates of ``select = "cv"`` (a :class:`~mmagents.finetune.meme_select.Grid`;
             ``None`` = its default).
+        cache_dir: Embedding cache of ``select = "cv"`` (``None`` = ``<home>/cache/embeddings``).
     """
 
     variant: str = "encoder"
@@ -116,6 +117,7 @@ class MemeTrainConfig:
     val_fraction: float | None = None
     split_seed: int = 0
     cv_grid: Any = None
+    cache_dir: str | None = None
 
 
 def _load_training_data(path: str | Path, cfg: MemeTrainConfig) -> tuple[list[MemeExample], int]:
@@ -296,6 +298,7 @@ def _train_selected(
         rationale_model=cfg.rationale_model,
         folds=cfg.folds,
         seed=cfg.seed,
+        cache_dir=cfg.cache_dir,
         **({"grid": cfg.cv_grid} if cfg.cv_grid is not None else {}),
     )
     run_id = fingerprint(train, with_rationales=cfg.use_rationales)

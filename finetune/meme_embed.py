@@ -94,7 +94,9 @@ class EmbeddingCache:
     def texts(self, texts: Sequence[str], max_length: int = 128) -> np.ndarray:
         """L2-normalised mean-pooled vectors of single texts (teacher rationales)."""
         keys = [text_key(t) for t in texts]
-        inputs = {k: (t, None) for k, t in zip(keys, texts, strict=True)}
+        inputs: dict[str, tuple[str, str | None]] = {
+            k: (t, None) for k, t in zip(keys, texts, strict=True)
+        }
         return self._get(f"text-{max_length}", keys, inputs, max_length, normalise=True)
 
     # -- store ----------------------------------------------------------------------------------
@@ -160,7 +162,7 @@ class EmbeddingCache:
     ) -> np.ndarray:
         import torch
 
-        from mmagents.finetune.meme_encoder import _mean_pool
+        from mmagents.models.memes.encoder import mean_pool
 
         self._load()
         order = np.argsort([len(a) + len(b or "") for a, b in items], kind="stable")
@@ -180,7 +182,7 @@ class EmbeddingCache:
                     max_length=max_length,
                     return_tensors="pt",
                 )
-                pooled = _mean_pool(self._model(**batch).last_hidden_state, batch["attention_mask"])
+                pooled = mean_pool(self._model(**batch).last_hidden_state, batch["attention_mask"])
                 if normalise:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.numpy()

@@ -37,11 +37,11 @@ from mmagents.finetune.meme_select import (
     DEFAULT_GRID,
     FrozenHead,
     Grid,
-    meme_text,
     refit_head,
     select_recipe,
 )
-from mmagents.finetune.student import write_student_meta
+from mmagents.models.memes.student import write_student_meta
+from mmagents.models.memes.tfidf import meme_text
 
 __all__ = ["FrozenOptions", "train_frozen_student"]
 
@@ -166,7 +166,8 @@ def _save(
     hidden = int(encoder.config.hidden_size)
     a, c = head.platt
     # softmax([logit(t), z]) ≥ 0.5  ⟺  σ(z) ≥ t: the threshold moves into the harmless logit.
-    threshold = min(max(head.threshold, 1e-6), 1 - 1e-6)
+    # With a TF-IDF part the threshold applies to the mixture: EncoderStudent applies it there.
+    threshold = 0.5 if head.tfidf_weight > 0 else min(max(head.threshold, 1e-6), 1 - 1e-6)
     weight = torch.zeros(2, hidden)
     weight[1] = torch.from_numpy(a * head.w).float()
     bias = torch.tensor([math.log(threshold / (1 - threshold)), a * head.b + c]).float()

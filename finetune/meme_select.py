@@ -31,9 +31,6 @@ penalised log-loss, the sklearn convention ``||w||² / 2 + C · Σ loss``.
 
 from __future__ import annotations
 
-import itertools
-import math
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from mmagents.models.memes.tfidf import Tfidf
 
 __all__ = [
     "DEFAULT_GRID",
@@ -61,9 +60,9 @@ class Grid:
     """The candidate values searched by CV."""
 
     rationale: tuple[str, ...] = ("none", "map", "soft")
-    C: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
-    tfidf_C: tuple[float, ...] = (1.0, 3.0, 10.0)
-    tfidf_weight: tuple[float, ...] = (0.0, 0.25, 0.5)
+    C: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+    tfidf_C: tuple[float, ...] = (3.0, 10.0, 30.0)
+    tfidf_weight: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     threshold: tuple[float, ...] = tuple(round(0.3 + 0.025 * i, 3) for i in range(17))
     #: Ridge penalty of the ``map`` rationale map (standardised features).
     map_alpha: float = 100.0
@@ -121,11 +120,14 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 # -- models ------------------------------------------------------------------------------------
-def fit_logreg(X: Any, t: np.ndarray, C: float, *, max_iter: int = 300) -> tuple[np.ndarray, float]:
+def fit_logreg(
+    X: Any, t: np.ndarray, C: float, *, max_iter: int = 300, start: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """Binary logistic regression on targets ``t`` in [0, 1] (soft labels allowed).
 
     Minimises ``||w||² / 2 + C · Σ_i CE(t_i, σ(x_i·w + b))`` by L-BFGS (the intercept is not
-    penalised). ``X`` may be a dense array or a SciPy sparse matrix.
+    penalised). ``X`` may be a dense array or a SciPy sparse matrix; ``start`` warm-starts the
+    solver from ``[w, b]`` (a neighbouring ``C``'s solution).
 
     Returns:
         ``(w, b)``.
@@ -146,8 +148,8 @@ def fit_logreg(X: Any, t: np.ndarray, C: float, *, max_iter: int = 300) -> tuple
         grad[d] = C * residual.sum()
         return C * value + 0.5 * float(w @ w), grad
 
-    start = np.zeros(d + 1)
-    result = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    theta0 = np.zeros(d + 1) if start is None else np.asarray(start, dtype=np.float64)
+    result = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     return result.x[:d].astype(np.float64), float(result.x[d])
 
 
@@ -159,58 +161,6 @@ def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Platt scaling ``σ(a·s + b)`` fitted on (out-of-fold) scores."""
     w, b = fit_logreg(scores.reshape(-1, 1), y, C=1e4)
     return float(w[0]), b
-
-
-class Tfidf:
-    """Word 1–2-gram TF-IDF (sublinear TF, smooth IDF, L2 rows), sklearn's default tokenisation."""
-
-    _token = re.compile(r"(?u)\b\w\w+\b")
-
-    def __init__(self, vocabulary: dict[str, int] | None = None, idf: Any = None) -> None:
-        self.vocabulary = vocabulary or {}
-        self.idf = np.asarray(idf if idf is not None else [], dtype=np.float64)
-
-    @classmethod
-    def _terms(cls, text: str) -> list[str]:
-        words = cls._token.findall(text.lower())
-        return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
-
-    def fit(self, texts: Sequence[str]) -> Tfidf:
-        """Learn the vocabulary and IDF of ``texts``."""
-        df: dict[str, int] = {}
-        for text in texts:
-            for term in set(self._terms(text)):
-                df[term] = df.get(term, 0) + 1
-        self.vocabulary = {term: i for i, term in enumerate(sorted(df))}
-        n = len(texts)
-        self.idf = np.array([math.log((1 + n) / (1 + df[t])) + 1 for t in sorted(df)])
-        return self
-
-    def transform(self, texts: Sequence[str]) -> Any:
-        """CSR matrix of ``texts`` (terms outside the vocabulary ignored)."""
-        from scipy.sparse import csr_matrix
-
-        rows, cols, vals = [], [], []
-        for row, text in enumerate(texts):
-            counts: dict[int, int] = {}
-            for term in self._terms(text):
-                col = self.vocabulary.get(term)
-                if col is not None:
-                    counts[col] = counts.get(col, 0) + 1
-            if not counts:
-                continue
-            keys = np.fromiter(counts, dtype=int)
-            weights = (1 + np.log(np.fromiter(counts.values(), dtype=float))) * self.idf[keys]
-            weights /= np.linalg.norm(weights)
-            rows += [row] * len(keys)
-            cols += keys.tolist()
-            vals += weights.tolist()
-        return csr_matrix((vals, (rows, cols)), shape=(len(texts), len(self.vocabulary)))
-
-
-def meme_text(text: str, caption: str) -> str:
-    """What the TF-IDF baseline reads of a meme."""
-    return f"{text} {caption}"
 
 
 # -- the recipe ----------------------------------------------------------------------------------
@@ -235,10 +185,11 @@ def _ridge(Z: np.ndarray, R: np.ndarray, alpha: float) -> np.ndarray:
 
 @dataclass
 class _Fitted:
-    """A fitted head in raw-vector space: score = x·w + b."""
+    """A fitted head in raw-vector space: score = x·w + b (``theta``: the solver's solution)."""
 
     w: np.ndarray
     b: float
+    theta: np.ndarray | None = None
 
 
 def _fit_head(
@@ -251,6 +202,7 @@ def _fit_head(
     grid: Grid,
     seed: int,
     soft: np.ndarray | None = None,
+    start: np.ndarray | None = None,
 ) -> _Fitted:
     """Fit one head on rows ``X`` (raw vectors) and fold it into raw space.
 
@@ -266,16 +218,17 @@ def _fit_head(
         M = _ridge(Z[rows], R[rows] - r_mean, grid.map_alpha)
         P = Z @ M
         p_scale = P.std(0) + 1e-6
-        w_all, b = fit_logreg(np.hstack([Z, P / p_scale]), t, C)
+        w_all, b = fit_logreg(np.hstack([Z, P / p_scale]), t, C, start=start)
         d = Z.shape[1]
         w_z = w_all[:d] + M @ (w_all[d:] / p_scale)
     else:
         if rationale == "soft":
             assert R is not None and has_r is not None
             t = soft if soft is not None else _soft_targets(R, y, has_r, grid, seed)
-        w_z, b = fit_logreg(Z, t, C)
+        w_all, b = fit_logreg(Z, t, C, start=start)
+        w_z = w_all
     w_raw = w_z / scaler.std
-    return _Fitted(w_raw, float(b - scaler.mean @ w_raw))
+    return _Fitted(w_raw, float(b - scaler.mean @ w_raw), np.r_[w_all, b])
 
 
 def _soft_targets(
@@ -396,7 +349,8 @@ def _select(
             tr = folds != f
             soft[f] = _soft_targets(R[tr], y[tr], has_r[tr], grid, seed)
     for rationale in rationale_options:
-        for C in grid.C:
+        starts: dict[int, np.ndarray | None] = {}
+        for C in sorted(grid.C):  # ascending: each fit warm-starts from the previous C's
             scores = np.zeros(len(y))
             for f in range(k):
                 tr, held = folds != f, folds == f
@@ -410,7 +364,9 @@ def _select(
                     grid,
                     seed,
                     soft.get(f),
+                    starts.get(f),
                 )
+                starts[f] = head.theta
                 scores[held] = X[held] @ head.w + head.b
             oof[(rationale, C)] = scores
             s = score_predictions(y, scores >= 0)
@@ -425,37 +381,44 @@ def _select(
             scores = np.zeros(len(y))
             for f in range(k):
                 tr, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-                vec = Tfidf().fit([texts[i] for i in tr])
-                w, b = fit_logreg(vec.transform([texts[i] for i in tr]), y[tr].astype(float), C)
-                scores[held] = vec.transform([texts[i] for i in held]) @ w + b
+                vec = Tfidf().fit([texts[i] for i in tr.tolist()])
+                w, b = fit_logreg(
+                    vec.transform([texts[i] for i in tr.tolist()]), y[tr].astype(float), C
+                )
+                scores[held] = vec.transform([texts[i] for i in held.tolist()]) @ w + b
             tfidf_oof[C] = scores
+    tfidf_platt = {C: _platt(scores, y) for C, scores in tfidf_oof.items()}
+    tfidf_p = {C: _sigmoid(ta * tfidf_oof[C] + tb) for C, (ta, tb) in tfidf_platt.items()}
     candidates: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any]] | None = None
     for (rationale, C), scores in oof.items():
         a, b = _platt(scores, y)
         p_student = _sigmoid(a * scores + b)
-        mixes: list[tuple[float, float | None, np.ndarray]] = [(0.0, None, p_student)]
-        for tC, t_scores in tfidf_oof.items():
-            ta, tb = _platt(t_scores, y)
-            p_t = _sigmoid(ta * t_scores + tb)
-            mixes += [(w, tC, (1 - w) * p_student + w * p_t) for w in grid.tfidf_weight if w > 0]
-        for w, tC, p in mixes:
+        mixes: list[tuple[float, float | None, np.ndarray]] = []
+        if 0.0 in grid.tfidf_weight or not tfidf_p:
+            mixes.append((0.0, None, p_student))
+        for tC, p_t in tfidf_p.items():
+            mixes += [(m, tC, (1 - m) * p_student + m * p_t) for m in grid.tfidf_weight if m > 0]
+        for weight, t_C, p in mixes:
             for threshold in grid.threshold:
                 s = score_predictions(y, p >= threshold)
                 row = {
                     "rationale": rationale,
                     "C": C,
-                    "tfidf_weight": w,
-                    "tfidf_C": tC,
+                    "tfidf_weight": weight,
+                    "tfidf_C": t_C,
                     "threshold": threshold,
                     **_rounded(s),
                     "objective": round(_objective(s), 4),
                 }
                 candidates.append(row)
                 # Ties go to the simpler candidate (seen first: no TF-IDF, threshold nearer 0.5).
-                key = _objective(s) - 1e-9 * abs(threshold - 0.5) - 1e-9 * w
+                key = _objective(s) - 1e-9 * abs(threshold - 0.5) - 1e-9 * weight
                 if best is None or key > best[0] + 1e-12:
-                    best = (key, {**row, "platt": [a, b], "ece_oof": round(_ece(y, p), 4)})
+                    extra = {"platt": [a, b], "ece_oof": round(_ece(y, p), 4)}
+                    if t_C is not None:
+                        extra["tfidf_platt"] = list(tfidf_platt[t_C])
+                    best = (key, {**row, **extra})
     assert best is not None
     chosen = best[1]
     cv = {k_: chosen[k_] for k_ in ("accuracy", "macro_f1", "objective", "ece_oof")}
@@ -531,17 +494,9 @@ def refit_head(
         vec = Tfidf().fit(list(texts))
         features = vec.transform(list(texts))
         tw, tb = fit_logreg(features, y.astype(float), chosen["tfidf_C"])
-        # The TF-IDF calibration is refitted from its own out-of-fold scores (same folds).
-        folds = np.asarray(selection.folds)
-        scores = np.zeros(len(y))
-        for f in range(selection.k):
-            tr, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-            fold_vec = Tfidf().fit([texts[i] for i in tr])
-            fw, fb = fit_logreg(
-                fold_vec.transform([texts[i] for i in tr]), y[tr].astype(float), chosen["tfidf_C"]
-            )
-            scores[held] = fold_vec.transform([texts[i] for i in held]) @ fw + fb
         out.tfidf_weight = float(chosen["tfidf_weight"])
         out.tfidf, out.tfidf_w, out.tfidf_b = vec, tw, tb
-        out.tfidf_platt = _platt(scores, y)
+        # Its calibration is the one fitted on its out-of-fold scores during selection.
+        ta, tc = chosen["tfidf_platt"]
+        out.tfidf_platt = (float(ta), float(tc))
     return out

@@ -9,6 +9,7 @@ served student reproduces the refitted head's decisions.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from mmagents.errors import ConfigError
 from mmagents.finetune import meme_select as S
+from mmagents.models.memes.tfidf import Tfidf
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "memes"
 
@@ -64,7 +66,8 @@ def test_select_recipe_records_folds_candidates_and_a_choice() -> None:
     grid = S.Grid(C=(0.01, 1.0), tfidf_C=(1.0,), tfidf_weight=(0.0, 0.5))
     selection = S.select_recipe(X, y, texts, R=R, has_r=has_r, k=4, seed=0, grid=grid)
     record = selection.as_dict()
-    assert record["fold_sizes"] == [60, 60, 60, 60] and len(record["folds"]) == len(y)
+    sizes = record["fold_sizes"]
+    assert sum(sizes) == len(y) == len(record["folds"]) and max(sizes) - min(sizes) <= 2
     assert {c["rationale"] for c in record["candidates"]} == {"none", "map", "soft"}
     # every (rationale, C) head x (no TF-IDF + one TF-IDF weight) x thresholds
     assert len(record["candidates"]) == 3 * 2 * 2 * len(grid.threshold)
@@ -94,7 +97,7 @@ def test_map_head_folds_into_one_linear_head() -> None:
 
 
 def test_tfidf_matches_the_hand_formula() -> None:
-    vec = S.Tfidf().fit(["a cat sat", "the cat ran"])
+    vec = Tfidf().fit(["a cat sat", "the cat ran"])
     assert "cat sat" in vec.vocabulary and "cat" in vec.vocabulary and "a" not in vec.vocabulary
     row = vec.transform(["cat cat dog"]).toarray()[0]
     assert row[vec.vocabulary["cat"]] == pytest.approx(1.0)  # the only known term, L2-normalised
@@ -209,7 +212,7 @@ def test_val_is_read_only_after_selection_and_refit(
 def test_served_student_reproduces_the_refitted_head(
     tiny_bert: Path, tmp_path: Path, small_grid: None
 ) -> None:
-    from mmagents.finetune.meme_encoder import EncoderStudent
+    from mmagents.models.memes.encoder import EncoderStudent
 
     train = _write(tmp_path / "train.jsonl", _rows(30))
     train_meme_student(train, tmp_path / "s", _cfg(tiny_bert, tmp_path))
@@ -267,7 +270,8 @@ def test_embedding_cache_encodes_each_input_once(tiny_bert: Path, tmp_path: Path
     examples = read_memes(_write(tmp_path / "m.jsonl", _rows(10)))
     first = EmbeddingCache(str(tiny_bert), tmp_path / "cache")
     vectors = first.pairs(examples)
-    assert first.encoded == 10 and vectors.shape == (10, 16)
+    unique = len({(e.text, e.caption) for e in examples})
+    assert first.encoded == unique < 10 and vectors.shape == (10, 16)  # duplicates encoded once
     second = EmbeddingCache(str(tiny_bert), tmp_path / "cache")
     assert np.allclose(second.pairs(examples[3:7]), vectors[3:7], atol=1e-6)
     assert second.encoded == 0
@@ -283,3 +287,26 @@ def test_harmp_seeded_split_is_stable() -> None:
 
     rest, held = stratified_split(read_memes(SHARED / "harmp" / "train.jsonl"), 0.1, 0)
     assert len(held) == 153 and len(rest) + len(held) == 1531
+
+
+def test_served_ensemble_applies_tfidf_and_threshold(
+    tiny_bert: Path, tmp_path: Path, small_grid: None
+) -> None:
+    from mmagents.models.memes.encoder import EncoderStudent
+    from mmagents.models.memes.tfidf import TfidfPart, meme_text
+
+    train = _write(tmp_path / "train.jsonl", _rows(30))
+    grid = S.Grid(rationale=("none",), C=(1.0,), tfidf_C=(3.0,), tfidf_weight=(0.5,))
+    cfg = replace(_cfg(tiny_bert, tmp_path), cv_grid=grid)
+    report = train_meme_student(train, tmp_path / "s", cfg)
+    assert report["selection"]["chosen"]["tfidf_weight"] == 0.5  # the only candidate weight
+    head = json.loads((tmp_path / "s" / "frozen_head.json").read_text())
+    examples = read_memes(train)
+    X = EmbeddingCache(str(tiny_bert)).pairs(examples).astype(np.float64)
+    z = head["platt"][0] * (X @ np.array(head["w"]) + head["b"]) + head["platt"][1]
+    p_tfidf = TfidfPart(head["tfidf"]).proba([meme_text(e.text, e.caption) for e in examples])
+    mixed = 0.5 / (1 + np.exp(-z)) + 0.5 * p_tfidf
+    served = EncoderStudent(tmp_path / "s").predict_proba(examples)
+    assert ((served >= 0.5) == (mixed >= head["threshold"])).all()
+    # the TF-IDF part predicts the words it was fitted on
+    assert ((p_tfidf >= 0.5) == np.array([e.label == "harmful" for e in examples])).mean() > 0.9

@@ -10,6 +10,7 @@ as sentence pairs.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,19 @@ class EncoderStudent:
         self.net = build_net(encoder, int(heads["align.weight"].shape[0]))
         self.net.load_state_dict(heads, strict=False)
         self.net.eval()
+        # A CV-selected student may average in a TF-IDF baseline (finetune/meme_select.py).
+        self.tfidf: Any = None
+        self.tfidf_weight = 0.0
+        self.threshold = 0.5
+        head_file = self.folder / "frozen_head.json"
+        if head_file.is_file():
+            head = json.loads(head_file.read_text())
+            if float(head.get("tfidf_weight") or 0) > 0:
+                from mmagents.models.memes.tfidf import TfidfPart
+
+                self.tfidf = TfidfPart(head["tfidf"])
+                self.tfidf_weight = float(head["tfidf_weight"])
+                self.threshold = float(head["threshold"])
 
     def predict_proba(self, examples: Sequence[MemeExample], batch_size: int = 32) -> np.ndarray:
         """Probability of ``harmful`` for each example."""
@@ -96,4 +110,18 @@ class EncoderStudent:
                 batch = tokenize_pairs(self.tokenizer, chunk, self.max_length)
                 logits, _ = self.net(dict(batch))
                 probs.append(torch.softmax(logits, -1)[:, 1].numpy())
-        return np.concatenate(probs) if probs else np.zeros(0)
+        p = np.concatenate(probs) if probs else np.zeros(0)
+        if self.tfidf is None or not len(p):
+            return p
+        return self._ensemble(p, examples)
+
+    def _ensemble(self, p: np.ndarray, examples: Sequence[MemeExample]) -> np.ndarray:
+        """``(1 - w) p + w p_tfidf``, moved so that 0.5 falls on the chosen threshold."""
+        from mmagents.models.memes.tfidf import meme_text
+
+        texts = [meme_text(e.text, e.caption or "") for e in examples]
+        mixed = (1 - self.tfidf_weight) * p + self.tfidf_weight * self.tfidf.proba(texts)
+        mixed = np.clip(mixed, 1e-6, 1 - 1e-6)
+        t = min(max(self.threshold, 1e-6), 1 - 1e-6)
+        z = np.log(mixed / (1 - mixed)) - math.log(t / (1 - t))
+        return np.asarray(1.0 / (1.0 + np.exp(-z)))
