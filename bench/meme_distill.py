@@ -16,6 +16,16 @@ and TF-IDF run there. Writes ``<out>/results.json`` and prints a Markdown table.
 
     python bench/meme_distill.py [--data-root ../shared/data/memes] [--out /tmp/meme_bench]
         [--datasets harmc fhm] [--epochs 2] [--generative-steps 8] [--threads auto]
+
+``--cv`` benches the CV-selected frozen-encoder students instead (``finetune meme --select cv``,
+finetune/meme_select.py): for each dataset, backbone and seed, the student with the rationale
+family and its label-only ablation (``--no-rationale``), each in its own process, reporting val
+accuracy / macro-F1, the CV figures and choices, training time and peak RSS per backbone, and the
+seed table (mean ± standard deviation over seeds). Harm-P and FHM are validated on a seeded
+stratified 10 % of train (``--val-fraction 0.1 --split-seed 0``); FHM has no rationales.
+
+    python bench/meme_distill.py --cv --datasets harmc harmp --backbones minilm mpnet \
+        --seeds 0 1 2 [--cache-dir DIR] [--out /tmp/meme_cv]
 """
 
 from __future__ import annotations
@@ -155,6 +165,142 @@ def prepare_fhm(
     return write_memes(folder / "train.jsonl", rest), write_memes(folder / "val.jsonl", held)
 
 
+def cv_row(
+    dataset: str,
+    data_root: Path,
+    out: Path,
+    *,
+    backbone: str,
+    seed: int,
+    rationales: bool,
+    extra: list[str],
+) -> dict[str, Any]:
+    """One ``finetune meme --select cv`` run in its own process; its report as a row."""
+    command = [sys.executable, "-m", "mmagents.cli", "finetune", "meme", "--select", "cv"]
+    command += ["--train", str(data_root / dataset / "train.jsonl")]
+    if dataset == "harmc":
+        command += ["--val", str(data_root / "harmc" / "val.jsonl")]
+    else:
+        command += ["--val-fraction", "0.1", "--split-seed", "0"]
+    command += ["--out", str(out), "--backbone", backbone, "--seed", str(seed), "--json"]
+    command += ["--no-progress", *extra]
+    if not rationales:
+        command.append("--no-rationale")
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    report = json.loads(done.stdout)
+    selection = report["selection"]
+    return {
+        "dataset": dataset,
+        "backbone": backbone,
+        "seed": seed,
+        "rationales": rationales,
+        "accuracy": report["val"]["accuracy"],
+        "macro_f1": report["val"]["macro_f1"],
+        "n_val": report["val"]["n"],
+        "cv": selection["cv"],
+        "chosen": selection["chosen"],
+        "train_seconds": report["train_seconds"],
+        "embedding": report["embedding"],
+        "selection_seconds": selection["seconds"],
+        "process_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": report["peak_rss_mb"],
+        "report": str(out / "train_report.json"),
+    }
+
+
+def _sd(values: list[float]) -> float:
+    import statistics
+
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def cv_markdown(rows: list[dict[str, Any]]) -> str:
+    """Per-run rows, then the seed table (mean ± std over seeds)."""
+    import statistics
+
+    lines = [
+        "| dataset | backbone | rationales | seed | val acc | val macro-F1 | CV acc | CV F1 "
+        "| chosen (rationale, C, TF-IDF w, threshold) | train s | encoded now | peak RSS MiB |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        c = r["chosen"]
+        lines.append(
+            f"| {r['dataset']} | {r['backbone']} | {'yes' if r['rationales'] else 'no'} | "
+            f"{r['seed']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['cv']['accuracy']:.4f} "
+            f"| {r['cv']['macro_f1']:.4f} | {c['rationale']}, {c['C']}, {c['tfidf_weight']}, "
+            f"{c['threshold']} | {r['train_seconds']:.0f} | {r['embedding']['encoded_now']} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "| dataset | backbone | rationales | seeds | val acc mean ± std | "
+        "val macro-F1 mean ± std |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["backbone"], r["rationales"]), []).append(r)
+    for (dataset, backbone, rationales), group in groups.items():
+        acc = [r["accuracy"] for r in group]
+        f1 = [r["macro_f1"] for r in group]
+        lines.append(
+            f"| {dataset} | {backbone} | {'yes' if rationales else 'no'} | {len(group)} | "
+            f"{statistics.mean(acc):.4f} ± {_sd(acc):.4f} | {statistics.mean(f1):.4f} ± {_sd(f1):.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def run_cv(args: argparse.Namespace) -> int:
+    """``--cv``: the CV-selected students, every dataset x backbone x seed x (rationales, none)."""
+    extra = ["--threads", str(args.threads)]
+    if args.cache_dir:
+        extra += ["--cache-dir", str(args.cache_dir)]
+    rows: list[dict[str, Any]] = []
+    results = args.out / "cv_results.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    for dataset in args.datasets:
+        for backbone in args.backbones:
+            for seed in args.seeds:
+                for rationales in (True, False) if dataset != "fhm" else (False,):
+                    name = f"{dataset}-{backbone}-s{seed}-{'r' if rationales else 'n'}"
+                    row = cv_row(
+                        dataset,
+                        args.data_root,
+                        args.out / name,
+                        backbone=backbone,
+                        seed=seed,
+                        rationales=rationales,
+                        extra=extra,
+                    )
+                    rows.append(row)
+                    print(
+                        json.dumps(
+                            {
+                                k: row[k]
+                                for k in (
+                                    "dataset",
+                                    "backbone",
+                                    "seed",
+                                    "rationales",
+                                    "accuracy",
+                                    "macro_f1",
+                                    "train_seconds",
+                                    "peak_rss_mb",
+                                )
+                            }
+                        ),
+                        flush=True,
+                    )
+                    results.write_text(json.dumps(rows, indent=2))
+    print(cv_markdown(rows))
+    print(f"results: {results}")
+    return 0
+
+
 def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
     """The results as one Markdown table per dataset."""
     lines = []
@@ -176,12 +322,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "meme_bench")
-    parser.add_argument("--datasets", nargs="+", default=["harmc", "fhm"], choices=["harmc", "fhm"])
+    parser.add_argument(
+        "--datasets", nargs="+", default=["harmc", "fhm"], choices=["harmc", "harmp", "fhm"]
+    )
+    parser.add_argument("--cv", action="store_true", help="bench the CV-selected students")
+    parser.add_argument("--backbones", nargs="+", default=["minilm", "mpnet"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cache-dir", type=Path, help="--cv: embedding cache")
     parser.add_argument("--epochs", type=float, help="epochs per stage (default: the variant's)")
     parser.add_argument("--threads", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--generative-steps", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
+    if args.cv:
+        return run_cv(args)
 
     extra = ["--threads", str(args.threads), "--seed", str(args.seed)]
     if args.epochs is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,6 +119,18 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
         metavar="DIR",
         help="--select cv: embedding cache (default <home>/cache/embeddings)",
     )
+    meme.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="the dataset's name, recorded in student.json (default: the --train file's folder "
+        "name, e.g. harmc)",
+    )
+    meme.add_argument(
+        "--register",
+        action="store_true",
+        help="link the trained student as <home>/students/NAME: `classify_meme` then takes "
+        "dataset=NAME",
+    )
     meme.add_argument("--split-seed", type=int, default=0, help="seed of --val-fraction's split")
     meme.add_argument("--threads", default="auto", help="torch CPU threads (default: auto)")
     meme.add_argument("--no-progress", dest="progress", action="store_false")
@@ -180,6 +193,7 @@ def _run_meme(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         split_seed=args.split_seed,
         cache_dir=args.cache_dir,
+        dataset=args.dataset,
         variant=args.variant,
         use_rationales=args.use_rationales,
         steps=args.steps,
@@ -202,6 +216,12 @@ def _run_meme(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     report = train_meme_student(args.train, args.out, cfg, val_path=args.val)
+    if args.register and report.get("dataset"):
+        from mmagents.models.memes.registry import register_student
+
+        link = register_student(args.out, report["dataset"])
+        report["registered"] = str(link)
+        print(f"registered as {link}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -88,6 +88,8 @@ class MemeTrainConfig:
         split_seed: Seed of that split.
         cv_grid: The candidates of ``select = "cv"`` (a :class:`~mmagents.finetune.meme_select.Grid`;
             ``None`` = its default).
+        dataset: The dataset's name recorded in ``student.json`` (default: the training file's
+            folder name, e.g. ``harmc`` for ``…/harmc/train.jsonl``).
         cache_dir: Embedding cache of ``select = "cv"`` (``None`` = ``<home>/cache/embeddings``).
     """
 
@@ -118,6 +120,7 @@ class MemeTrainConfig:
     split_seed: int = 0
     cv_grid: Any = None
     cache_dir: str | None = None
+    dataset: str | None = None
 
 
 def _load_training_data(path: str | Path, cfg: MemeTrainConfig) -> tuple[list[MemeExample], int]:
@@ -185,6 +188,8 @@ def train_meme_student(
     if cfg.variant not in VARIANTS:
         raise ConfigError(f"unknown student variant {cfg.variant!r}; choose from {VARIANTS}")
     folder = Path(out).expanduser()
+    source = str(train_path)
+    dataset = cfg.dataset or Path(source).expanduser().resolve().parent.name
     split = None
     if cfg.val_fraction is not None:
         if val_path is not None:
@@ -192,7 +197,8 @@ def train_meme_student(
         split = _split_train(train_path, folder, cfg)
         train_path, val_path = split["train"], split["val"]
     if cfg.select == "cv":
-        return _train_selected(train_path, folder, cfg, val_path, split)
+        selected = _train_selected(train_path, folder, cfg, val_path, split)
+        return _with_dataset(folder, selected, dataset, source)
     if cfg.select != "none":
         raise ConfigError(f"unknown selection {cfg.select!r}; choose cv or none")
     train, dropped = _load_training_data(train_path, cfg)
@@ -240,7 +246,7 @@ def train_meme_student(
     peak = previous.get("peak_rss_mb") if previous else None
     report["peak_rss_mb"] = peak if peak is not None else round(peak_rss_mb(), 1)
     (folder / "train_report.json").write_text(json.dumps(report, indent=2))
-    return report
+    return _with_dataset(folder, report, dataset, source)
 
 
 def _split_train(path: str | Path, folder: Path, cfg: MemeTrainConfig) -> dict[str, Any]:
@@ -335,6 +341,19 @@ def _train_selected(
     peak = previous.get("peak_rss_mb") if previous else None
     report["peak_rss_mb"] = peak if peak is not None else round(peak_rss_mb(), 1)
     (folder / "train_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _with_dataset(
+    folder: Path, report: dict[str, Any], dataset: str, source: str
+) -> dict[str, Any]:
+    """Record the dataset the student was trained on (in ``student.json`` and the report)."""
+    if (folder / "student.json").is_file() and report.get("stopped_at") is None:
+        from mmagents.models.memes.registry import record_dataset
+
+        record_dataset(folder, dataset, source)
+        report["dataset"] = dataset
+        (folder / "train_report.json").write_text(json.dumps(report, indent=2))
     return report
 
 

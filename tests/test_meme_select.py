@@ -310,3 +310,35 @@ def test_served_ensemble_applies_tfidf_and_threshold(
     assert ((served >= 0.5) == (mixed >= head["threshold"])).all()
     # the TF-IDF part predicts the words it was fitted on
     assert ((p_tfidf >= 0.5) == np.array([e.label == "harmful" for e in examples])).mean() > 0.9
+
+
+def test_per_dataset_students_through_the_tool(
+    tiny_bert: Path, tmp_path: Path, fake_config: Any, small_grid: None
+) -> None:
+    """Two datasets' students registered by name; the tool asks the named one and says which."""
+    from mmagents.models.memes.registry import register_student, registered, resolve_student
+    from mmagents.tools import build_tool
+
+    folders = {}
+    for name in ("harmc", "harmp"):
+        data = tmp_path / name
+        data.mkdir()
+        train = _write(data / "train.jsonl", _rows(30, offset=0 if name == "harmc" else 7))
+        report = train_meme_student(train, tmp_path / f"s-{name}", _cfg(tiny_bert, tmp_path))
+        assert report["dataset"] == name  # from the training file's folder
+        meta = json.loads((tmp_path / f"s-{name}" / "student.json").read_text())
+        assert meta["dataset"] == name and meta["train_file"] == str(train)
+        folders[name] = register_student(tmp_path / f"s-{name}", name, fake_config.home)
+    assert set(registered(fake_config.home)) == {"harmc", "harmp"}
+    tool = build_tool("classify_meme", fake_config)
+    meme = {"text": "they hate us", "caption": "a man shouting"}
+    for name in ("harmc", "harmp"):
+        result = tool.invoke({**meme, "dataset": name})
+        assert result["dataset"] == name and result["label"] in ("harmful", "harmless")
+    with pytest.raises(ConfigError, match=r"no meme student for dataset 'fhm'.*harmc, harmp"):
+        tool.invoke({**meme, "dataset": "fhm"})
+    # an explicit table entry wins over the registered link
+    table = {"fhm": str(tmp_path / "s-harmc")}
+    assert resolve_student("fhm", table, fake_config.home) == Path(table["fhm"])
+    with pytest.raises(ConfigError, match="plain name"):
+        register_student(tmp_path / "s-harmc", "../x", fake_config.home)
