@@ -109,9 +109,15 @@ class ImageStore:
             path = self.path(handle)
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                image.save(tmp, format="PNG")
-                tmp.replace(path)  # atomic: a killed process never leaves a half-written image
+                # A temporary name of this writer's own (other stores, threads or processes may
+                # be writing the same new image now), then an atomic rename: a killed process
+                # never leaves a half-written image, and the last identical rename wins.
+                tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+                try:
+                    image.save(tmp, format="PNG")
+                    tmp.replace(path)
+                finally:
+                    tmp.unlink(missing_ok=True)
         return handle
 
     def put_from_client(self, source: str, *, files: bool = False) -> str:

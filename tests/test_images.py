@@ -113,3 +113,38 @@ def test_default_store_is_a_new_object_per_call_sharing_the_home_folder(tmp_path
         second.put(Image.new("RGB", (11, 10)))
     other = load_config(environ={"MMAGENTS_HOME": str(tmp_path / "other")})
     assert handle not in default_store(other)
+
+
+def _put_after(
+    root: Path, image: Image.Image, gate: object, handles: list[str], errors: list[BaseException]
+) -> None:
+    store = ImageStore(root)
+    gate.wait()  # type: ignore[attr-defined]
+    try:
+        handles.append(store.put(image))
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_stores_writing_the_same_new_image_at_once_do_not_collide(tmp_path: Path) -> None:
+    # Several store objects (one per run) over one folder may store the same new image at the
+    # same moment; each writes its own temporary file before the atomic rename. Before the fix,
+    # one of eight writers failed with FileNotFoundError in every run.
+    import threading
+
+    workers = 8
+    for round_ in range(10):
+        image = Image.new("RGB", (300, 300), (round_ * 20 % 256, 30, 60))
+        barrier = threading.Barrier(workers)
+        handles: list[str] = []
+        errors: list[BaseException] = []
+        args = (tmp_path, image, barrier, handles, errors)
+        threads = [threading.Thread(target=_put_after, args=args) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(set(handles)) == 1
+        assert ImageStore(tmp_path).get(handles[0]).size == (300, 300)
+    assert not list(tmp_path.rglob("*.tmp")), "temporary files left behind"
