@@ -32,8 +32,8 @@ MODEL = "mmagents-chat"
 def _reply(messages: list[BaseMessage]) -> AIMessage:
     """An answer that reports its token counts as a real backend does (usage_metadata)."""
     prompt = sum(len(str(m.content).split()) for m in messages)
-    if "Assistant's answer:" in messages[-1].text:  # the structured-output step: JSON, as asked
-        said = messages[-1].text.rpartition("Assistant's answer: ")[2]
+    if "<answer>" in messages[-1].text:  # the structured-output step: JSON, as asked
+        said = messages[-1].text.rpartition("<answer>\n")[2].partition("\n</answer>")[0]
         content = json.dumps({"answer": said, "words": len(said.split())})
         usage = {"input_tokens": prompt, "output_tokens": 9, "total_tokens": prompt + 9}
         return AIMessage(content=content, usage_metadata=usage)  # type: ignore[arg-type]
