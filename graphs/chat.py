@@ -177,13 +177,15 @@ class ChatState(TypedDict):
 
 
 def chat_tools(
-    config: Config, names: Sequence[str] | None = None
+    config: Config, names: Sequence[str] | None = None, *, models: Models | None = None
 ) -> tuple[list[BaseTool], dict[str, str]]:
     """The tools the agent can use, and those left out with the reason.
 
     Args:
         config: Bound into every tool.
         names: Tool names (default: every registered tool).
+        models: The agent's runtime, shared by the built-in tools (one vlm, scorer and image
+            store for the planner and its tools); default: one runtime of their own per tool.
 
     Raises:
         ConfigError: an unknown tool name.
@@ -192,7 +194,7 @@ def chat_tools(
     tools: list[BaseTool] = []
     omitted: dict[str, str] = {}
     for name in TOOLS.names() if names is None else names:
-        tool = build_tool(name, config)
+        tool = build_tool(name, config, models=models)
         reason = getattr(tool, "unavailable_reason", lambda: None)()
         if reason:
             omitted[name] = reason
@@ -498,7 +500,7 @@ def build_chat_graph(
     """
     models = models or Models(config)
     default = settings or resolve_settings(ChatSettings, models.config)
-    tools, _ = chat_tools(models.config, default.tools)
+    tools, _ = chat_tools(models.config, default.tools, models=models)
     graph = StateGraph(
         ChatState, context_schema=ChatSettings, input_schema=ChatInput, output_schema=ChatOutput
     )

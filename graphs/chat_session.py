@@ -127,13 +127,14 @@ class ChatAgent:
         if tools is not None:
             settings = settings.model_copy(update={"tools": tuple(tools)})
         self.settings = settings
+        #: The runtime the graph and its tools use (the OpenAI server asks its llm for
+        #: structured answers).
+        self.models = models or Models(config, llm=llm)
         self.tools: list[BaseTool]
-        self.tools, self.omitted = chat_tools(config, settings.tools)
+        self.tools, self.omitted = chat_tools(config, settings.tools, models=self.models)
         self.checkpointer = (
             checkpointer if checkpointer is not None else sqlite_checkpointer(threads_path(config))
         )
-        #: The runtime the graph uses (the OpenAI server asks its llm for structured answers).
-        self.models = models or Models(config, llm=llm)
         self.graph = build_chat_graph(
             config,
             models=self.models,

@@ -265,3 +265,12 @@ def test_tools_built_together_share_one_runtime_and_copies_keep_it(tmp_path: Pat
     assert alone.models is not caption.models  # a tool built on its own has its own runtime
     shared = Models(config)
     assert build_tool("embed", config, models=shared).models is shared
+
+
+def test_the_chat_agent_and_its_tools_share_one_runtime(tmp_path: Path) -> None:
+    from mmagents.graphs.chat_session import ChatAgent
+
+    config = _config(tmp_path / "home")
+    agent = ChatAgent(config, tools=["caption", "answer_question"])
+    runtimes = {id(tool.models) for tool in agent.tools}  # type: ignore[attr-defined]
+    assert runtimes == {id(agent.models)}  # one vlm and one image store for planner and tools
