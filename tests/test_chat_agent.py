@@ -14,7 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from syrupy.assertion import SnapshotAssertion
 
 from mmagents import Config, load_config
-from mmagents.errors import BackendUnavailableError, ConfigError
+from mmagents.errors import ConfigError
 from mmagents.graphs._settings import resolve_settings
 from mmagents.graphs.chat import (
     ChatSettings,
@@ -34,7 +34,7 @@ from mmagents.images import default_store
 from mmagents.models.fake import ScriptedChat
 from mmagents.runtime import Models
 from mmagents.samples import sample_path
-from mmagents.tools.pipelines import PipelineTool, RunIdealGPTTool
+from mmagents.tools.pipelines import RunIdealGPTTool
 
 
 def _call(name: str, **args: Any) -> AIMessage:
@@ -240,16 +240,6 @@ def test_pipeline_tools_registered_and_absent_ones_omitted(
         "classify_image",
     } <= names
 
-    # A build without the graph module: the tool says why, and a call fails typed.
-    absent = PipelineTool(
-        name="no_such_pipeline",
-        description="a pipeline whose graph module is not installed",
-        config=fake_config,
-        runner="mmagents.graphs.no_such_graph:run",
-    )
-    assert "not part of this installation" in (absent.unavailable_reason() or "")
-    with pytest.raises(BackendUnavailableError, match="no_such_pipeline"):
-        absent.invoke({"image": "img_0123456789abcdef"})
     # Tools whose graph is absent are left out of the agent, with the reason.
     monkeypatch.setattr(RunIdealGPTTool, "unavailable_reason", lambda self: "not installed")
     tools, omitted = chat_tools(fake_config)

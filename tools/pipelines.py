@@ -2,11 +2,7 @@
 
 A :class:`GraphTool` runs a pipeline of the table (:data:`mmagents.graphs.PIPELINES`) through its
 graph: its arguments are the pipeline's input schema with image fields as handles
-(:func:`handle_schema`), its result the run's output. :class:`PipelineTool` is the older wrapper
-over a graph module's ``eval_<task>_sample(sample, config, **options)`` function, kept for the
-pipelines not yet on the contract; a build without that graph module still works:
-:meth:`PipelineTool.unavailable_reason` says why the tool is left out, and a call raises
-:class:`~mmagents.errors.BackendUnavailableError`.
+(:func:`handle_schema`), its result the run's output.
 
 Settings / options come from the config section ``[tools.<tool name>]``, e.g.::
 
@@ -16,55 +12,21 @@ Settings / options come from the config section ``[tools.<tool name>]``, e.g.::
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, PrivateAttr, create_model
 
 from mmagents._registry import import_string
-from mmagents.errors import BackendUnavailableError
 from mmagents.runtime import image_fields
 from mmagents.tools._base import MMTool, image_field
 
 __all__ = [
     "ClassifyImageTool",
     "GraphTool",
-    "PipelineTool",
     "RunIdealGPTTool",
     "handle_schema",
 ]
-
-
-class PipelineTool(MMTool):
-    """A pipeline graph run through its evaluation runner ``"module:function"``."""
-
-    runner: str = ""
-
-    @property
-    def module_name(self) -> str:
-        """The graph module this tool imports on call."""
-        return self.runner.partition(":")[0]
-
-    def unavailable_reason(self) -> str | None:
-        """Why this tool cannot run in this build (its graph module is absent), else ``None``."""
-        try:
-            found = importlib.util.find_spec(self.module_name) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            return f"pipeline module {self.module_name} is not part of this installation"
-        return None
-
-    def _run(self, **kwargs: Any) -> dict[str, Any]:
-        reason = self.unavailable_reason()
-        if reason is not None:
-            raise BackendUnavailableError(f"tool {self.name!r} cannot run: {reason}")
-        run = import_string(self.runner)
-        sample = {"id": f"chat-{self.name}", **{k: v for k, v in kwargs.items() if v is not None}}
-        options = dict(self.config.section(f"tools.{self.name}"))
-        result: dict[str, Any] = run(sample, self.config, **options)  # type: ignore[operator]
-        return result
 
 
 def _pipeline(name: str) -> Any:

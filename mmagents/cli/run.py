@@ -10,9 +10,6 @@ for this run; ``--thread ID`` checkpoints the run (and resumes an interrupted on
 prints exactly one JSON object on stdout, the run's output, whatever the pipeline; without it a
 pipeline's presenter (``PRESENTERS``) prints a trace and a summary, or the output is shown as JSON.
 The exit code is 1 when the output carries an ``error``.
-
-Pipelines not yet on the contract keep their own ``register_cli(parser, argv)``, as do those listed
-in :data:`OWN_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from mmagents.graphs._settings import PipelineSettings, parse_assignments
 from mmagents.runtime import Models, image_fields
 
 __all__ = [
-    "OWN_COMMANDS",
     "PRESENTERS",
     "Presenter",
     "add_input_arguments",
@@ -57,11 +53,6 @@ PRESENTERS: dict[str, str] = {
     "meme": "mmagents.cli.meme:MemePresenter",
     "recode": "mmagents.cli.recode:RecodePresenter",
 }
-
-
-#: pipeline name → lazy "module:register(parser, argv)" for a pipeline whose command is still its
-#: own (flags beyond the input schema not yet moved into a presenter).
-OWN_COMMANDS: dict[str, str] = {}
 
 
 class Presenter:
@@ -179,12 +170,6 @@ def register(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     for name, pipeline in PIPELINES.items():
         command = sub.add_parser(name, help=pipeline.summary, description=pipeline.summary)
         if name != selected:
-            continue
-        own = OWN_COMMANDS.get(name)
-        if own is None and not pipeline.on_contract():
-            own = f"{pipeline.module}:register_cli"
-        if own is not None:
-            import_string(own)(command, argv)  # type: ignore[operator]
             continue
         _add_pipeline_arguments(command, pipeline)
 
