@@ -31,6 +31,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
 from mmagents.errors import StructuredOutputError
 from mmagents.prompts import load_prompt
 
@@ -208,9 +210,7 @@ def prompt_role(task: Task) -> str:
     return "idealgpt_paper_snli_ve" if task == "snli-ve" else "idealgpt_paper_vcr"
 
 
-def _messages(task: Task, variant: str, text: str) -> list[Any]:
-    from langchain_core.messages import HumanMessage, SystemMessage
-
+def _messages(task: Task, variant: str, text: str) -> list[BaseMessage]:
     parts = load_prompt(prompt_role(task)).variants[variant]
     # The reference sends the system prompt as is and puts the input where "[placeholder]" is.
     return [

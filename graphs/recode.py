@@ -41,11 +41,13 @@ boxes (the offline ``label_space``), image otherwise. Settings (:class:`RecodeSe
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 import numpy as np
@@ -649,8 +651,6 @@ def _filter_tables(path: str | None) -> paper.FilterTables:
     """
     if path is None:
         return paper.FilterTables()
-    import json
-    from pathlib import Path
 
     try:
         data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
