@@ -384,13 +384,9 @@ class LlamaCppChat(BaseChatModel):
             )
             for event in stream:
                 finish = event["choices"][0].get("finish_reason") or finish
-                delta = event["choices"][0].get("delta", {}).get("content") or ""
-                if not delta:
-                    continue
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(delta, chunk=chunk)
-                yield chunk
+                yield from _token(
+                    event["choices"][0].get("delta", {}).get("content") or "", run_manager
+                )
         yield counter.last_chunk(finish, cached)
 
     def _stream_decision(
