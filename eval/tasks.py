@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -268,6 +269,26 @@ class TaskSpec(_Strict):
 # -- reading files ----------------------------------------------------------------------------
 
 
+@cache
+def _task_loader() -> type[Any]:
+    """A safe YAML loader whose booleans are only ``true`` / ``false`` (YAML 1.2), so labels such
+    as ``[yes, no]`` or ``[on, off]`` stay the strings a dataset holds (YAML 1.1 reads them as
+    booleans)."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+    bool_tag = "tag:yaml.org,2002:bool"
+    loader: type[Any] = type("TaskLoader", (base,), {})
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != bool_tag]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    loader.add_implicit_resolver(
+        bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return loader
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -276,7 +297,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise TaskError(f"cannot read task file {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(text, Loader=_task_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -204,3 +204,13 @@ def test_load_dataset_attaches_classes(tmp_path: Path) -> None:
     assert [s["classes"] for s in samples] == [["a", "b"], ["a", "b"]]
     with pytest.raises(TaskError, match="pass --data"):
         load_dataset(load_task("classify"))
+
+
+def test_yes_no_labels_stay_strings(tmp_path: Path) -> None:
+    # YAML 1.1 reads yes/no/on/off as booleans; a task's labels are the dataset's strings.
+    path = write(
+        tmp_path / "yesno.yaml",
+        "include: vqa\ntask: vqa-yesno\nmetrics:\n  - macro_f1: {labels: [yes, no, on, off]}\n",
+    )
+    (spec,) = load_task(path).metrics
+    assert spec.params["labels"] == ["yes", "no", "on", "off"]
