@@ -196,3 +196,31 @@ def test_run_help_lists_each_pipelines_arguments(
         for field in pipeline.input_schema().model_fields:
             assert "--" + field.replace("_", "-") in out
         assert "--set" in out and "--json" in out
+
+
+def test_json_output_shows_messages_and_models_as_json_not_reprs() -> None:
+    import json
+
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    from mmagents.cli.run import jsonable
+
+    call = {"name": "caption", "args": {"image": "img_0"}, "id": "c1", "type": "tool_call"}
+    output = {
+        "messages": [
+            HumanMessage("hi"),
+            AIMessage("", tool_calls=[call]),
+            ToolMessage("a cat", tool_call_id="c1", name="caption"),
+        ],
+        "settings": DemoSettings(),
+    }
+    data = json.loads(json.dumps(output, default=jsonable))
+    assert data["messages"][0] == {"type": "human", "content": "hi"}
+    assert data["messages"][1]["tool_calls"][0]["name"] == "caption"
+    assert data["messages"][2] == {
+        "type": "tool",
+        "content": "a cat",
+        "name": "caption",
+        "tool_call_id": "c1",
+    }
+    assert data["settings"] == DemoSettings().model_dump(mode="json")

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
+from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 from rich.console import Console
 
@@ -38,6 +39,7 @@ __all__ = [
     "Presenter",
     "add_input_arguments",
     "execute",
+    "jsonable",
     "register",
     "relax_required",
 ]
@@ -96,7 +98,22 @@ class Presenter:
 
     def finish(self, console: Console, output: Mapping[str, Any]) -> None:
         """Print the closing summary of a run."""
-        console.print_json(json.dumps(output, default=str))
+        console.print_json(json.dumps(output, default=jsonable))
+
+
+def jsonable(value: Any) -> Any:
+    """``json.dumps``'s ``default`` for run outputs: a chat message as ``{"type", "content", ...}``
+    (its name, tool calls and tool call id when set), a pydantic model as its JSON fields, any
+    other object as its string."""
+    if isinstance(value, BaseMessage):
+        out: dict[str, Any] = {"type": value.type, "content": value.content}
+        for key in ("name", "tool_calls", "tool_call_id"):
+            if getattr(value, key, None):
+                out[key] = getattr(value, key)
+        return out
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)
 
 
 def _plain(annotation: Any) -> tuple[Any, bool]:
@@ -292,7 +309,7 @@ def execute(
             saver.conn.close()
     output = pipeline.output_of(state)
     if as_json:
-        print(json.dumps(output, default=str))
+        print(json.dumps(output, default=jsonable))
     else:
         presenter.finish(console or Console(soft_wrap=True), output)
     return 1 if output.get("error") else 0
