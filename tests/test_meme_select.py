@@ -316,6 +316,7 @@ def test_per_dataset_students_through_the_tool(
     tiny_bert: Path, tmp_path: Path, fake_config: Any, small_grid: None
 ) -> None:
     """Two datasets' students registered by name; the tool asks the named one and says which."""
+    from mmagents.models.memes import load_student
     from mmagents.models.memes.registry import register_student, registered, resolve_student
     from mmagents.tools import build_tool
 
@@ -323,7 +324,12 @@ def test_per_dataset_students_through_the_tool(
     for name in ("harmc", "harmp"):
         data = tmp_path / name
         data.mkdir()
-        train = _write(data / "train.jsonl", _rows(30, offset=0 if name == "harmc" else 7))
+        rows = _rows(30, offset=0 if name == "harmc" else 7)
+        if name == "harmp":  # the other dataset's labels flipped: a different student
+            rows = [
+                {**r, "label": "harmless" if r["label"] == "harmful" else "harmful"} for r in rows
+            ]
+        train = _write(data / "train.jsonl", rows)
         report = train_meme_student(train, tmp_path / f"s-{name}", _cfg(tiny_bert, tmp_path))
         assert report["dataset"] == name  # from the training file's folder
         meta = json.loads((tmp_path / f"s-{name}" / "student.json").read_text())
@@ -335,6 +341,9 @@ def test_per_dataset_students_through_the_tool(
     for name in ("harmc", "harmp"):
         result = tool.invoke({**meme, "dataset": name})
         assert result["dataset"] == name and result["label"] in ("harmful", "harmless")
+        # the named dataset's own student answered (not the first one the tool was asked)
+        own = load_student(folders[name]).classify(meme["text"], meme["caption"])
+        assert result["p_harmful"] == round(own.p_harmful, 4)
     with pytest.raises(ConfigError, match=r"no meme student for dataset 'fhm'.*harmc, harmp"):
         tool.invoke({**meme, "dataset": "fhm"})
     # an explicit table entry wins over the registered link

@@ -94,7 +94,10 @@ class ClassifyMemeTool(GraphTool):
                 "classify_meme needs a trained student: set [graphs.meme] model = DIR "
                 "(train one with `mmagents finetune meme`)"
             )
-        graph, settings = self._ready({**options, "model": model, "mode": "classify"})
+        run = {**options, "model": model, "mode": "classify"}
+        graph, _ = self._ready(run)
+        # The graph is built once; each call's settings (its student) travel as the run context.
+        settings = pipeline.settings_for(self.config, run)
         given = {"image": image, "text": text, "caption": caption}
         inputs = pipeline.inputs({k: v for k, v in given.items() if v is not None})
         out = graph.invoke(inputs, context=settings)
