@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv:
         return run_cv(args)
 
-    extra = ["--threads", str(args.threads), "--seed", str(args.seed)]
+    # The fixed finetuning recipes (the CV-selected students are --cv's).
+    extra = ["--select", "none", "--threads", str(args.threads), "--seed", str(args.seed)]
     if args.epochs is not None:
         extra += ["--epochs", str(args.epochs)]
     results: dict[str, list[dict[str, Any]]] = {}
