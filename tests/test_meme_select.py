@@ -82,6 +82,34 @@ def test_select_recipe_records_folds_candidates_and_a_choice() -> None:
     assert {c["rationale"] for c in plain.candidates} == {"none"}
 
 
+def test_oof_ece_matches_the_harness_metric() -> None:
+    """The out-of-fold ECE in the selection record bins as eval/metrics.py's ``ece`` does."""
+    from mmagents.eval import metrics as M
+
+    y = np.array([1, 0, 1, 1, 0, 0])
+    p = np.array([0.9, 0.9, 0.55, 0.42, 0.2, 0.7])
+    labels = ["harmless", "harmful"]
+    records = [
+        {
+            "prediction": labels[int(q >= 0.5)],
+            "target": labels[t],
+            "confidence": max(q, 1 - q),
+        }
+        for q, t in zip(p, y, strict=True)
+    ]
+    assert S._ece(y, p) == pytest.approx(M.ece(records))
+    # by hand (confidence, correct): bin 0.9 {(0.9, ok), (0.9, wrong)}, bin 0.5 {(0.55, ok),
+    # (0.58, wrong)}, bin 0.8 {(0.8, ok)}, bin 0.7 {(0.7, wrong)}
+    expected = (2 * abs(0.5 - 0.9) + 2 * abs(0.5 - 0.565) + abs(1 - 0.8) + abs(0 - 0.7)) / 6
+    assert S._ece(y, p) == pytest.approx(expected)
+
+
+def test_meme_harmful_reports_ece() -> None:
+    from mmagents.eval.tasks import load_task
+
+    assert "ece" in [m.key for m in load_task("meme-harmful").metrics]
+
+
 def test_map_head_folds_into_one_linear_head() -> None:
     X, y, _ = _synthetic(d=6)
     R = np.c_[y * 2.0, X[:, 1:3]]
