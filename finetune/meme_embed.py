@@ -99,6 +99,13 @@ class EmbeddingCache:
         }
         return self._get(f"text-{max_length}", keys, inputs, max_length, normalise=True)
 
+    def release(self) -> None:
+        """Drop the loaded encoder (the stores stay): the next miss loads it again."""
+        self._model = self._tokenizer = None
+        import gc
+
+        gc.collect()
+
     # -- store ----------------------------------------------------------------------------------
     def _file(self, kind: str) -> Path | None:
         if self.cache_dir is None:

@@ -107,6 +107,7 @@ def train_frozen_student(
     cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
     encoder = EmbeddingCache(base, cache, log=log)
     X = encoder.pairs(train, opts.max_length).astype(np.float64)
+    encoder.release()  # one encoder in memory at a time: the peak stays that of the larger one
     y = np.array([label_index(e.label or "") for e in train])
     R = has_r = None
     rationale_encoder: EmbeddingCache | None = None
@@ -118,6 +119,7 @@ def train_frozen_student(
         )
         R = np.zeros((len(train), vectors.shape[1]))
         R[has_r] = vectors
+        rationale_encoder.release()
     embed_seconds = time.perf_counter() - started
     grid = opts.grid if R is not None else _without_rationales(opts.grid)
     texts = [meme_text(e.text, e.caption) for e in train]
