@@ -142,11 +142,26 @@ def _mode_of(llm: BaseChatModel) -> Mode:
     return "prompt"
 
 
+def prompt_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """``schema``'s JSON schema as a model is shown it: without the models' own descriptions.
+
+    A pydantic model's description is its docstring, written for developers; small models copy
+    it into a value (the 0.5B planner wrote the reasoner's docstring as its analysis). Field
+    descriptions, written for the model, stay.
+    """
+    shown = schema.model_json_schema()
+    shown.pop("description", None)
+    for definition in shown.get("$defs", {}).values():
+        if isinstance(definition, dict) and "properties" in definition:
+            definition.pop("description", None)
+    return shown
+
+
 @cache
 def _schema_instruction(schema: type[BaseModel]) -> str:
     return (
         "Answer with a single JSON object and nothing else. It must validate against this JSON "
-        f"schema:\n{json.dumps(schema.model_json_schema())}"
+        f"schema:\n{json.dumps(prompt_schema(schema))}"
     )
 
 

@@ -67,3 +67,25 @@ def test_async_twin() -> None:
     llm = ScriptedChat(replies=["{}", '{"answer": "dog", "confidence": 0.1}'])
     result = asyncio.run(ainvoke_structured(llm, Verdict, [HumanMessage("what?")]))
     assert (result.value.answer, result.attempts) == ("dog", 2)
+
+
+def test_the_schema_shown_to_a_model_has_no_docstrings_but_keeps_field_descriptions() -> None:
+    # Small models copied the reasoner's docstring into its analysis.
+    from mmagents.models.structured import _schema_instruction, prompt_schema
+
+    class Inner(BaseModel):
+        """Developer notes about Inner."""
+
+        x: int = Field(description="what x is, for the model")
+
+    class Outer(BaseModel):
+        """Developer notes about Outer."""
+
+        inner: Inner
+        y: str
+
+    shown = prompt_schema(Outer)
+    assert "description" not in shown and "description" not in shown["$defs"]["Inner"]
+    assert shown["$defs"]["Inner"]["properties"]["x"]["description"] == "what x is, for the model"
+    assert "Developer notes" not in _schema_instruction(Outer)
+    assert Outer.model_json_schema()["description"] == "Developer notes about Outer."  # untouched
