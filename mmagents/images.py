@@ -356,27 +356,34 @@ class ImageStore:
 
     def _load(self, handle: str, *, remember: bool) -> Image.Image:
         """Decode ``handle``'s PNG from disk (kept in the LRU when ``remember``)."""
-        if self.root is not None and self.path(handle).exists():
-            from PIL import Image
+        from PIL import Image
 
-            with Image.open(self.path(handle)) as img:
-                img.load()
-                # The store writes RGB PNGs: no convert() copy (a second full-size buffer).
-                image = img if img.mode == "RGB" else img.convert("RGB")
-            if remember:
-                with self._lock:
-                    self._remember(handle, image)
-            return image
-        raise UnknownHandleError(f"unknown image handle {handle!r}")
+        with Image.open(self._stored(handle)) as img:
+            img.load()
+            # The store writes RGB PNGs: no convert() copy (a second full-size buffer).
+            image = img if img.mode == "RGB" else img.convert("RGB")
+        if remember:
+            with self._lock:
+                self._remember(handle, image)
+        return image
 
     def _size_on_disk(self, handle: str) -> tuple[int, int]:
         """The stored image's size from its PNG header (nothing decoded)."""
-        if self.root is not None and self.path(handle).exists():
-            from PIL import Image
+        from PIL import Image
 
-            with Image.open(self.path(handle)) as img:
-                return img.size
-        raise UnknownHandleError(f"unknown image handle {handle!r}")
+        with Image.open(self._stored(handle)) as img:
+            return img.size
+
+    def _stored(self, handle: str) -> Path:
+        """The PNG file of ``handle`` in this store's folder.
+
+        Raises:
+            UnknownHandleError: a memory-only store, or no such file.
+        """
+        path = self.path(handle) if self.root is not None else None
+        if path is None or not path.exists():
+            raise UnknownHandleError(f"unknown image handle {handle!r}")
+        return path
 
     def __contains__(self, handle: object) -> bool:
         if not isinstance(handle, str) or not is_handle(handle):
