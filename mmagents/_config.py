@@ -368,13 +368,9 @@ def _option_types(factory: Any) -> dict[str, Any]:
             if info.annotation is not None
         }
     target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):
-        return {}
     namespace = dict(vars(inspect.getmodule(target) or typing))
     types: dict[str, Any] = {}
-    for name, param in signature.parameters.items():
+    for name, param in factory_parameters(factory).items():
         annotation = param.annotation
         if annotation is inspect.Parameter.empty or param.kind in (
             inspect.Parameter.VAR_POSITIONAL,
@@ -389,6 +385,16 @@ def _option_types(factory: Any) -> dict[str, Any]:
                 continue
         types[name] = annotation
     return types
+
+
+def factory_parameters(factory: Any) -> Mapping[str, inspect.Parameter]:
+    """The parameters a backend factory (a class's ``__init__``, or a function) takes; empty when
+    its signature cannot be read."""
+    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
+    try:
+        return inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return {}
 
 
 def check_backend_options(role: str, spec: RoleConfig, factory: Any) -> dict[str, Any]:

@@ -13,10 +13,16 @@ configured backend and no wrapper, so no run's cache or settings can reach anoth
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from mmagents._config import ROLES, Config, RoleConfig, check_backend_options, load_config
+from mmagents._config import (
+    ROLES,
+    Config,
+    RoleConfig,
+    check_backend_options,
+    factory_parameters,
+    load_config,
+)
 from mmagents._registry import Registry
 from mmagents.errors import ConfigError
 from mmagents.tracing import traced
@@ -96,20 +102,12 @@ def build_backend(role: str, spec: RoleConfig, config: Config | None = None) -> 
         raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
     factory = BACKENDS[role].get(spec.backend)
     options = check_backend_options(role, spec, factory)
-    if config is not None and "config" not in options and _takes_config(factory):
+    if config is not None and "config" not in options and "config" in factory_parameters(factory):
         options["config"] = config
     try:
         return factory(**options)
     except TypeError as exc:
         raise ConfigError(f"bad options for {role} backend {spec.backend!r}: {exc}") from None
-
-
-def _takes_config(factory: Any) -> bool:
-    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
-    try:
-        return "config" in inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def load_backend(role: str, spec: RoleConfig, config: Config | None = None) -> Any:
