@@ -205,6 +205,26 @@ def save_blip(folder: Path, *, vqa: bool) -> Path:
     return folder
 
 
+def save_bert(folder: Path, *, hidden: int = 32, layers: int = 2) -> Path:
+    """A ``BertModel`` (two heads, feed-forward twice ``hidden``) with the small WordPiece
+    vocabulary, saved like a sentence-encoder folder."""
+    from transformers import BertConfig, BertModel
+
+    tokenizer = bert_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def save_llama(folder: Path) -> Path:
     """A one-layer ``LlamaForCausalLM`` with a ChatML tokenizer."""
     from transformers import LlamaForCausalLM

@@ -77,22 +77,7 @@ def memes(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BERT with a small WordPiece vocabulary, saved like a hub model."""
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = tiny.bert_tokenizer()
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny.save_bert(tmp_path_factory.mktemp("tiny-bert"), hidden=32, layers=2)
 
 
 @pytest.fixture(scope="module")
