@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _servers import free_port
 from langchain_core.messages import HumanMessage, SystemMessage
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -41,12 +42,6 @@ class City(BaseModel):
 
     name: str = Field(description="The city's name")
     country: str = Field(description="The country the city is in")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, limit: float) -> None:
@@ -77,7 +72,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         gguf = default_gguf_path()
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     command = [
         sys.executable,
@@ -165,7 +160,7 @@ def test_structured_output_through_function_calling(server_url: str) -> None:
 
 
 def test_closed_port_raises_endpoint_error_quickly() -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there any more
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there any more
     llm = _llm(url, timeout=5)  # default retries: still quick, connection refusals are instant
     start = time.monotonic()
     with pytest.raises(EndpointError) as info:
@@ -176,7 +171,7 @@ def test_closed_port_raises_endpoint_error_quickly() -> None:
 
 
 def test_async_calls_raise_endpoint_error_too() -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     llm = _llm(url, timeout=5, max_retries=0)
     with pytest.raises(EndpointError, match="cannot connect"):
         asyncio.run(llm.ainvoke("hi"))  # type: ignore[attr-defined]
@@ -202,7 +197,7 @@ def test_silent_server_times_out_as_endpoint_error() -> None:
 def test_vlm_dead_endpoint_names_the_url() -> None:
     from mmagents.models.vlm_openai import OpenAIVLM
 
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EndpointError, match=url):
         OpenAIVLM(base_url=url, timeout=5, max_retries=0).answer(Image.new("RGB", (8, 8)), "?")
 

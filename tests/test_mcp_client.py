@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _servers import free_port
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
@@ -118,15 +119,9 @@ def test_allow_list_and_prefix(tmp_path: Path) -> None:
         mcp_tools(missing)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def http_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **_remote_env(tmp_path / "remote-http"), "MMAGENTS_API_KEY": KEY}
     proc = subprocess.Popen(
         [*_mmagents(), "mcp", "--http", "--port", str(port)],
@@ -167,7 +162,7 @@ def test_unstartable_and_unreachable_servers_are_typed_errors(tmp_path: Path) ->
     missing = _config(tmp_path, '[mcp.servers.nope]\ncommand = ["/nonexistent/mcp-server"]\n')
     with pytest.raises(MCPServerError, match=r"'nope'.*FileNotFoundError"):
         ChatAgent(missing, llm=ScriptedChat(replies=[]), checkpointer=InMemorySaver())
-    closed = _config(tmp_path, f'[mcp.servers.gone]\nurl = "http://127.0.0.1:{_free_port()}/mcp"\n')
+    closed = _config(tmp_path, f'[mcp.servers.gone]\nurl = "http://127.0.0.1:{free_port()}/mcp"\n')
     with pytest.raises(MCPServerError, match=r"'gone'.*could not start or connect"):
         mcp_tools(closed)
     silent = _config(

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _servers import free_port
 from PIL import Image
 
 from mmagents import load_config
@@ -78,15 +79,9 @@ def test_stdio_image_in_as_base64_and_out_as_image_content(home: Path) -> None:
     _check(anyio.run(_exercise, server))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def http_server(home: Path) -> Any:
-    port = _free_port()
+    port = free_port()
     env = {**_env(home), "MMAGENTS_API_KEY": KEY}
     proc = subprocess.Popen(
         _command("mcp", "--http", "--port", str(port)),

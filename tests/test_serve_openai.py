@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _servers import free_port, serving
 from langchain_core.messages import BaseMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
@@ -49,12 +48,6 @@ def _reply(messages: list[BaseMessage]) -> str:
         raise BackendError("the model endpoint is down")
     turns = sum(m.type == "human" for m in messages)
     return f"you said: {last.text} (turn {turns})"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _data_url(path_or_image: Path | Image.Image) -> str:
@@ -104,17 +97,8 @@ def base_url(server_config: Config, planner: ScriptedChat) -> Iterator[str]:
     agent = ChatAgent(server_config, llm=planner, checkpointer=InMemorySaver())
     settings = ServeSettings.from_config(server_config, environ={"MMAGENTS_API_KEY": KEY})
     app = create_app(server_config, agent=agent, settings=settings)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture
@@ -263,14 +247,14 @@ def test_backend_failure_is_a_500_with_an_openai_body(client: Any) -> None:
 def test_non_loopback_host_needs_a_key(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MMAGENTS_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="without an API key"):
-        serve(config, host="0.0.0.0", port=_free_port())
+        serve(config, host="0.0.0.0", port=free_port())
 
 
 @pytest.mark.slow
 def test_acceptance_on_the_offline_default(tmp_path: Path) -> None:
     """``mmagents serve`` with a key on the real offline models; openai client with a photo."""
     pytest.importorskip("llama_cpp")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MMAGENTS_HOME": str(tmp_path / "home"),

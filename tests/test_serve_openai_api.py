@@ -4,13 +4,11 @@ streamed) and sampling fields the backend cannot honour refused with a 400 that 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _servers import serving
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -58,19 +56,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, planner: ScriptedChat) ->
     agent = ChatAgent(config, llm=planner, checkpointer=InMemorySaver())
     settings = ServeSettings.from_config(config, environ={"MMAGENTS_API_KEY": KEY})
     app = create_app(config, agent=agent, settings=settings)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture
