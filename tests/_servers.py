@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -36,3 +37,27 @@ def serving(app: Any, *, log_level: str = "warning") -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def process_serving(command: list[str], *, port: int, env: dict[str, str]) -> Iterator[None]:
+    """Run a server process (``command`` listening on ``port``) while the block runs.
+
+    Waits up to 120 s for the port to accept connections (an assertion with the process's stderr
+    if it exits first, or on time-out); terminates the process on exit.
+    """
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+            assert time.monotonic() < deadline, f"{' '.join(command)} did not start listening"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

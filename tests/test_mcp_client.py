@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _servers import free_port
+from _servers import free_port, process_serving
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
@@ -123,24 +122,9 @@ def test_allow_list_and_prefix(tmp_path: Path) -> None:
 def http_url(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, **_remote_env(tmp_path / "remote-http"), "MMAGENTS_API_KEY": KEY}
-    proc = subprocess.Popen(
-        [*_mmagents(), "mcp", "--http", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
-        assert time.monotonic() < deadline, "the MCP HTTP server did not start"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(timeout=30)
+    command = [*_mmagents(), "mcp", "--http", "--port", str(port)]
+    with process_serving(command, port=port, env=env):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 def test_http_server_with_bearer_key(

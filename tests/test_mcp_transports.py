@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _servers import free_port
+from _servers import free_port, process_serving
 from PIL import Image
 
 from mmagents import load_config
@@ -83,24 +80,8 @@ def test_stdio_image_in_as_base64_and_out_as_image_content(home: Path) -> None:
 def http_server(home: Path) -> Any:
     port = free_port()
     env = {**_env(home), "MMAGENTS_API_KEY": KEY}
-    proc = subprocess.Popen(
-        _command("mcp", "--http", "--port", str(port)),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "server exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(timeout=30)
+    with process_serving(_command("mcp", "--http", "--port", str(port)), port=port, env=env):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 def test_http_transport_with_bearer_key(http_server: str) -> None:
