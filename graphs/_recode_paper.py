@@ -31,12 +31,16 @@ non-background class per pair (``relation_head/inference.py``, ``PostProcessor.f
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from mmagents.errors import ConfigError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -57,6 +61,7 @@ __all__ = [
     "pair_rank_score",
     "paper_category",
     "predicate_scores",
+    "read_filter_tables",
     "spatial_cue_text",
     "subject_cue_text",
 ]
@@ -360,6 +365,22 @@ class FilterTables:
         ok_s = self.subject is None or bool(self.subject.get(f"{subject}_{predicate}", True))
         ok_o = self.object is None or bool(self.object.get(f"{obj}_{predicate}", True))
         return ok_s and ok_o
+
+
+def read_filter_tables(path: str) -> FilterTables:
+    """The tables of a JSON file ``{"subject": {...}, "object": {...}}`` (either may be absent).
+
+    Raises:
+        ConfigError: unreadable file or not that shape.
+    """
+    try:
+        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+        subject, object_ = data.get("subject"), data.get("object")
+        if not all(t is None or isinstance(t, dict) for t in (subject, object_)):
+            raise ValueError("tables must be objects")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"[graphs.recode] filter_tables {path!r}: {err}") from None
+    return FilterTables(subject=subject, object=object_)
 
 
 # -- the score -----------------------------------------------------------------------------------

@@ -41,7 +41,6 @@ boxes (the offline ``label_space``), image otherwise. Settings (:class:`RecodeSe
 
 from __future__ import annotations
 
-import json
 import operator
 import re
 import threading
@@ -291,9 +290,30 @@ class _Recoder:
         self.ids = {role: role_identity(config, role) for role in ("llm", "scorer", "embed")}
         self.box_blind = config.role("scorer").backend in BOX_BLIND_SCORERS
         self.regions = _RegionFeatures()
+        #: path → (file's mtime, its tables): read once per file version, not once per sample
+        self._tables: dict[str, tuple[int, paper.FilterTables]] = {}
 
     def settings(self, runtime: Runtime[RecodeSettings]) -> RecodeSettings:
         return context_of(runtime, self.default)
+
+    def filter_tables(self, path: str | None) -> paper.FilterTables:
+        """The paper's filter tables of ``path`` (none: nothing filtered), read again only when
+        the file changes.
+
+        Raises:
+            ConfigError: unreadable file or not ``{"subject": {...}, "object": {...}}``.
+        """
+        if path is None:
+            return paper.FilterTables()
+        try:
+            stamp = Path(path).expanduser().stat().st_mtime_ns
+        except OSError:
+            return paper.read_filter_tables(path)  # raises the ConfigError naming the file
+        cached = self._tables.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, paper.read_filter_tables(path))
+            self._tables[path] = cached
+        return cached[1]
 
     def spatial_mode(self, s: RecodeSettings) -> str:
         if s.spatial == "auto":
@@ -322,7 +342,7 @@ class _Recoder:
             )
         to_score: list[str] = []
         filtered: list[Filtered] = []
-        tables = _filter_tables(s.filter_tables) if s.protocol == "paper" else None
+        tables = self.filter_tables(s.filter_tables) if s.protocol == "paper" else None
         for predicate in predicates:
             reason = None
             if tables is not None:
@@ -641,25 +661,6 @@ def _layout_image(name: str) -> Any:
 
 #: Pure function of the name (1,944 entries at most): shared, nothing run-specific in it.
 _LAYOUTS: dict[str, Any] = {}
-
-
-def _filter_tables(path: str | None) -> paper.FilterTables:
-    """The paper's per-(label, predicate) tables from a JSON file (none: nothing filtered).
-
-    Raises:
-        ConfigError: unreadable file or not ``{"subject": {...}, "object": {...}}``.
-    """
-    if path is None:
-        return paper.FilterTables()
-
-    try:
-        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-        subject, object_ = data.get("subject"), data.get("object")
-        if not all(t is None or isinstance(t, dict) for t in (subject, object_)):
-            raise ValueError("tables must be objects")
-    except (OSError, ValueError, AttributeError) as err:
-        raise ConfigError(f"[graphs.recode] filter_tables {path!r}: {err}") from None
-    return paper.FilterTables(subject=subject, object=object_)
 
 
 def _geometric_scorer(nodes: _Recoder, settings: RecodeSettings) -> GeometricSpatialScorer:

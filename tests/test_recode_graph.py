@@ -489,3 +489,30 @@ def test_sample_paths_used_by_the_fixture_exist(fake_config: Config) -> None:
     assert (
         sample_path("cat", fake_config).is_file() and sample_path("coffee", fake_config).is_file()
     )
+
+
+def test_paper_filter_tables_file_is_read_per_version_and_checked(
+    fake_config: Config, tmp_path: Path
+) -> None:
+    import os
+
+    tables = tmp_path / "tables.json"
+    tables.write_text(json.dumps({"subject": {"cat_on": False}, "object": {}}))
+    llm = ScriptedChat(replies=[cue_reply], cycle=True)
+    graph = build_recode_graph(fake_config, llm=llm, protocol="paper", filter_tables=str(tables))
+    handle = _fixture_image(fake_config)
+    out = graph.invoke(_state(handle, CAT, CUP, ["on", "under"]))
+    assert [f["predicate"] for f in out["filtered"]] == ["on"]
+    # A new version of the file is read again (its mtime changed): "on" is allowed now.
+    tables.write_text(json.dumps({"subject": {"cat_under": False}}))
+    stat = tables.stat()
+    os.utime(tables, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    out = graph.invoke(_state(handle, CAT, CUP, ["on", "under"]))
+    assert [f["predicate"] for f in out["filtered"]] == ["under"]
+    tables.write_text("[1, 2]")
+    os.utime(tables, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    with pytest.raises(ConfigError, match="filter_tables"):
+        graph.invoke(_state(handle, CAT, CUP, ["on"]))
+    tables.unlink()
+    with pytest.raises(ConfigError, match="filter_tables"):
+        graph.invoke(_state(handle, CAT, CUP, ["on"]))
