@@ -21,7 +21,8 @@ The family (every member sees only frozen-encoder vectors of the meme's (text, c
 * **threshold** on the final probability, from a grid.
 
 Every candidate is scored on the pooled out-of-fold predictions of a seeded stratified k-fold split
-of the training rows; the objective is the mean of accuracy and macro-F1. The chosen recipe is then
+of the training rows (or of folds the caller gives, to hold out groups of related rows together:
+``bench/meme_shift.py`` compares id-block and topic-cluster folds); the objective is the mean of accuracy and macro-F1. The chosen recipe is then
 refitted on all training rows. Nothing here takes validation data: the val split is read once,
 after training, by the caller (``train_meme_student``) for the reported figure.
 
@@ -265,14 +266,18 @@ class Selection:
     grid: Grid
     seconds: float
     head_scores: list[dict[str, Any]] = field(default_factory=list)
+    #: How the folds were made: ``stratified`` (seeded, :func:`stratified_folds`) or the
+    #: caller's name for folds it passed in (``select_recipe(folds=...)``).
+    scheme: str = "stratified"
 
     def as_dict(self) -> dict[str, Any]:
         """The selection record written to ``train_report.json``."""
         return {
             "protocol": (
-                f"{self.k}-fold stratified CV on the training split only (seed {self.seed}); "
+                f"{self.k}-fold {self.scheme} CV on the training split only (seed {self.seed}); "
                 "objective: mean of out-of-fold accuracy and macro-F1; val never read"
             ),
+            "scheme": self.scheme,
             "k": self.k,
             "seed": self.seed,
             "fold_sizes": np.bincount(self.folds, minlength=self.k).tolist(),
@@ -297,6 +302,8 @@ def select_recipe(
     seed: int = 0,
     grid: Grid = DEFAULT_GRID,
     log: Callable[[str], None] | None = None,
+    folds: np.ndarray | None = None,
+    scheme: str = "given",
 ) -> Selection:
     """Choose the recipe by k-fold CV over ``grid`` on these (training) rows only.
 
@@ -311,9 +318,36 @@ def select_recipe(
         seed: Seed of the fold assignment (and the soft teacher's inner folds).
         grid: Candidate values.
         log: Receives plain progress lines.
+        folds: Fold number (``0..k-1``) of every row, to hold out groups of related rows
+            together (say, contiguous id blocks or topic clusters); ``None`` = seeded stratified
+            folds. Every fold must hold rows of both labels.
+        scheme: The name of the caller's fold scheme, recorded in the selection (with ``folds``).
+
+    Raises:
+        ValueError: ``folds`` has the wrong length, numbers outside ``0..k-1``, or a fold whose
+            training or held-out rows lack a label.
     """
+    y = np.asarray(y).astype(int)
+    if folds is None:
+        folds, scheme = stratified_folds(y, k, seed), "stratified"
+    else:
+        folds = np.asarray(folds).astype(int)
+        _check_folds(folds, y, k)
     with _one_blas_thread():
-        return _select(X, y, texts, R, has_r, k, seed, grid, log)
+        selection = _select(X, y, texts, R, has_r, folds, k, seed, grid, log)
+    selection.scheme = scheme
+    return selection
+
+
+def _check_folds(folds: np.ndarray, y: np.ndarray, k: int) -> None:
+    if folds.shape != y.shape:
+        raise ValueError(f"folds has {len(folds)} entries for {len(y)} rows")
+    if folds.min(initial=0) < 0 or folds.max(initial=0) >= k:
+        raise ValueError(f"fold numbers must lie in 0..{k - 1}")
+    for f in range(k):
+        for part, rows in (("held-out", folds == f), ("training", folds != f)):
+            if len(np.unique(y[rows])) < 2:
+                raise ValueError(f"fold {f}: its {part} rows do not hold both labels")
 
 
 @contextmanager
@@ -334,14 +368,13 @@ def _select(
     texts: Sequence[str],
     R: np.ndarray | None,
     has_r: np.ndarray | None,
+    folds: np.ndarray,
     k: int,
     seed: int,
     grid: Grid,
     log: Callable[[str], None] | None,
 ) -> Selection:
     started = time.perf_counter()
-    y = np.asarray(y).astype(int)
-    folds = stratified_folds(y, k, seed)
     rationale_options = [r for r in grid.rationale if r == "none" or R is not None]
     head_scores: list[dict[str, Any]] = []
     oof: dict[tuple[str, float], np.ndarray] = {}

@@ -82,6 +82,26 @@ def test_select_recipe_records_folds_candidates_and_a_choice() -> None:
     assert {c["rationale"] for c in plain.candidates} == {"none"}
 
 
+def test_select_recipe_uses_given_folds_and_rejects_bad_ones() -> None:
+    """Grouped folds (id blocks, topic clusters) replace the stratified ones and are recorded."""
+    X, y, texts = _synthetic()
+    grid = S.Grid(C=(0.01, 1.0), tfidf_weight=(0.0,))
+    folds = np.arange(len(y)) % 3  # 240 seeded rows, about 40 % harmful: both labels per fold
+    selection = S.select_recipe(X, y, texts, k=3, grid=grid, folds=folds, scheme="id-block")
+    record = selection.as_dict()
+    assert record["folds"] == folds.tolist() and record["scheme"] == "id-block"
+    assert "3-fold id-block CV" in record["protocol"]
+    assert S.select_recipe(X, y, texts, k=3, grid=grid).as_dict()["scheme"] == "stratified"
+    # a fold's held-out rows with one label cannot score macro-F1 honestly
+    one_label = np.where(y == 1, 0, np.arange(len(y)) % 2 + 1)
+    with pytest.raises(ValueError, match="both labels"):
+        S.select_recipe(X, y, texts, k=3, grid=grid, folds=one_label)
+    with pytest.raises(ValueError, match="entries"):
+        S.select_recipe(X, y, texts, k=3, grid=grid, folds=folds[:-1])
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        S.select_recipe(X, y, texts, k=3, grid=grid, folds=folds + 1)
+
+
 def test_oof_ece_matches_the_harness_metric() -> None:
     """The out-of-fold ECE in the selection record bins as eval/metrics.py's ``ece`` does."""
     from mmagents.eval import metrics as M
