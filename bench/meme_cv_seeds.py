@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "memes"
 
 
-def _data(root: Path, dataset: str) -> tuple[list[Any], list[Any]]:
+def load_splits(root: Path, dataset: str) -> tuple[list[Any], list[Any]]:
+    """``(train, val)``: Harm-C's shipped val, else the seeded 10 % split of train (rationales of
+    train sanitised)."""
     from mmagents.finetune.meme_data import read_memes, sanitise_rationales, stratified_split
 
     if dataset == "harmc":
@@ -44,6 +46,23 @@ def _data(root: Path, dataset: str) -> tuple[list[Any], list[Any]]:
         train, val = stratified_split(read_memes(root / dataset / "train.jsonl"), 0.1, 0)
     train, _ = sanitise_rationales(train)
     return train, val
+
+
+def rationale_vectors(train: list[Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(R, has_r)``: MiniLM embeddings of the training rationales (zero rows where a meme has
+    none) and which rows have one; ``(None, None)`` when no meme has a rationale."""
+    from mmagents.finetune.meme_embed import EmbeddingCache, default_cache_dir
+    from mmagents.finetune.meme_encoder import default_encoder_path
+
+    if not any(e.rationale for e in train):
+        return None, None
+    has_r = np.array([bool(e.rationale) for e in train])
+    vectors = EmbeddingCache(default_encoder_path(), default_cache_dir()).texts(
+        [e.rationale or "" for e in train if e.rationale]
+    )
+    R = np.zeros((len(train), vectors.shape[1]))
+    R[has_r] = vectors
+    return R, has_r
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,20 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     from mmagents.models.zoo import ensure_model
 
     torch.set_num_threads(1)
-    train, val = _data(args.data_root, args.dataset)
+    train, val = load_splits(args.data_root, args.dataset)
     y = np.array([label_index(e.label or "") for e in train])
     y_val = np.array([label_index(e.label or "") for e in val])
     texts = [meme_text(e.text, e.caption) for e in train]
     val_texts = [meme_text(e.text, e.caption) for e in val]
     minilm = default_encoder_path()
-    R = has_r = None
-    if any(e.rationale for e in train):
-        has_r = np.array([bool(e.rationale) for e in train])
-        vectors = EmbeddingCache(minilm, default_cache_dir()).texts(
-            [e.rationale or "" for e in train if e.rationale]
-        )
-        R = np.zeros((len(train), vectors.shape[1]))
-        R[has_r] = vectors
+    R, has_r = rationale_vectors(train)
     rows: list[dict[str, Any]] = []
     for backbone in args.backbones:
         entry = BACKBONES[backbone]

@@ -2,18 +2,20 @@
 
 Three parts, printed as Markdown tables (and written as JSON to ``--out``):
 
-1. **The split** (no model, seconds): Harm-C's label rate per numeric-id range (the ``covid_memes_N``
-   suffix) in train and in val, and for Harm-C, Harm-P and FHM how often id-adjacent training rows
-   share a label against chance. Harm-C's val is not a random draw from train's population.
-2. **Selection under three fold schemes** (what ``mmagents finetune meme --select cv`` does, label-only
-   family unless ``--rationales``): seeded stratified folds (the default), ``id-block`` folds
-   (training rows sorted by id, cut into contiguous blocks of ``--block-size``, blocks dealt to folds
-   in a seeded order) and ``topic-cluster`` folds (seeded spherical k-means of the frozen mpnet
-   vectors into ``--clusters`` clusters, clusters dealt to folds), each per backbone: its choice, its
-   CV figures and the val figures of the refitted choice. Val is read after each selection.
+1. **The split** (no model, seconds): Harm-C's label rate per numeric-id range (the
+   ``covid_memes_N`` suffix) in train and in val, and for Harm-C, Harm-P and FHM how often
+   id-adjacent training rows share a label against chance. Harm-C's val is not a random draw from
+   train's population.
+2. **Selection under three fold schemes** (what ``mmagents finetune meme --select cv`` does,
+   label-only family unless ``--rationales``): seeded stratified folds (the default), ``id-block``
+   folds (training rows sorted by id, cut into contiguous blocks of ``--block-size``, blocks dealt
+   to folds in a seeded order) and ``topic-cluster`` folds (seeded spherical k-means of the frozen
+   mpnet vectors into ``--clusters`` clusters, clusters dealt to folds), each per backbone: its
+   choice, its CV figures and the val figures of the refitted choice. Val is read after each
+   selection.
 3. **Diagnostic, not a selection** (reads val for every row): the plain logistic-regression head
-   per ``C`` (threshold 0.5, no TF-IDF): out-of-fold (stratified) vs val accuracy / macro-F1, to show
-   which way val would have pulled the choice.
+   per ``C`` (threshold 0.5, no TF-IDF): out-of-fold (stratified) vs val accuracy / macro-F1, to
+   show which way val would have pulled the choice.
 
 Backbones: ``minilm`` and ``mpnet`` are the frozen (text, caption) pair vectors of the student
 (cached by finetune/meme_embed.py); ``smollm2-prompt`` is an exploratory feature, not a student
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from meme_cv_seeds import load_splits, rationale_vectors  # bench/ is sys.path[0] when run
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "memes"
@@ -88,18 +91,6 @@ def split_profile(root: Path, width: int = 500) -> dict[str, Any]:
     return {"ranges": ranges, "adjacency": adjacency}
 
 
-def _data(root: Path, dataset: str) -> tuple[list[Any], list[Any]]:
-    from mmagents.finetune.meme_data import read_memes, sanitise_rationales, stratified_split
-
-    if dataset == "harmc":
-        train = read_memes(root / "harmc" / "train.jsonl")
-        val = read_memes(root / "harmc" / "val.jsonl")
-    else:
-        train, val = stratified_split(read_memes(root / dataset / "train.jsonl"), 0.1, 0)
-    train, _ = sanitise_rationales(train)
-    return train, val
-
-
 def prompt_features(examples: list[Any], cache_dir: Path, log: Any = print) -> np.ndarray:
     """SmolLM2-135M's last-token final hidden state after :data:`PROMPT`, cached per prompt."""
     store_file = cache_dir / "smollm2-prompt-last.npz"
@@ -112,7 +103,8 @@ def prompt_features(examples: list[Any], cache_dir: Path, log: Any = print) -> n
     if store_file.is_file():
         with np.load(store_file) as saved:
             store = dict(zip(saved["keys"].tolist(), saved["vectors"], strict=True))
-    missing = sorted({k: p for k, p in zip(keys, prompts, strict=True) if k not in store}.items())
+    todo = {k: p for k, p in zip(keys, prompts, strict=True) if k not in store}
+    missing = sorted(todo.items(), key=lambda item: len(item[1]))  # short first: less padding
     if missing:
         import torch
 
@@ -123,7 +115,6 @@ def prompt_features(examples: list[Any], cache_dir: Path, log: Any = print) -> n
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        missing.sort(key=lambda item: len(item[1]))
         started = last = time.perf_counter()
         with torch.no_grad():
             for start in range(0, len(missing), 16):
@@ -205,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmagents.finetune.meme_data import label_index
-    from mmagents.finetune.meme_embed import EmbeddingCache, default_cache_dir
-    from mmagents.finetune.meme_encoder import default_encoder_path
+    from mmagents.finetune.meme_embed import default_cache_dir
     from mmagents.finetune.meme_select import (
         _Standardiser,
         fit_logreg,
@@ -234,19 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, row in profile["adjacency"].items():
             print(f"| {name} | {row['rows']} | {row['adjacent_agree']} | {row['chance']} |")
 
-    train, val = _data(args.data_root, args.dataset)
+    train, val = load_splits(args.data_root, args.dataset)
     cache_dir = default_cache_dir()
     y = np.array([label_index(e.label or "") for e in train])
     y_val = np.array([label_index(e.label or "") for e in val])
     texts = [meme_text(e.text, e.caption) for e in train]
     val_texts = [meme_text(e.text, e.caption) for e in val]
-    R = has_r = None
-    if args.rationales and any(e.rationale for e in train):
-        has_r = np.array([bool(e.rationale) for e in train])
-        R = np.zeros((len(train), 384))
-        R[has_r] = EmbeddingCache(default_encoder_path(), cache_dir).texts(
-            [e.rationale or "" for e in train if e.rationale]
-        )
+    R, has_r = rationale_vectors(train) if args.rationales else (None, None)
     features = {
         b: (_vectors(b, train, cache_dir), _vectors(b, val, cache_dir)) for b in args.backbones
     }

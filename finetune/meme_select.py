@@ -22,9 +22,10 @@ The family (every member sees only frozen-encoder vectors of the meme's (text, c
 
 Every candidate is scored on the pooled out-of-fold predictions of a seeded stratified k-fold split
 of the training rows (or of folds the caller gives, to hold out groups of related rows together:
-``bench/meme_shift.py`` compares id-block and topic-cluster folds); the objective is the mean of accuracy and macro-F1. The chosen recipe is then
-refitted on all training rows. Nothing here takes validation data: the val split is read once,
-after training, by the caller (``train_meme_student``) for the reported figure.
+``bench/meme_shift.py`` compares id-block and topic-cluster folds); the objective is the mean of
+accuracy and macro-F1. The chosen recipe is then refitted on all training rows. Nothing here takes
+validation data: the val split is read once, after training, by the caller
+(``train_meme_student``) for the reported figure.
 
 Only NumPy and SciPy are used (no scikit-learn): logistic regression is L-BFGS on the exact
 penalised log-loss, the sklearn convention ``||w||² / 2 + C · Σ loss``.
@@ -334,9 +335,7 @@ def select_recipe(
         folds = np.asarray(folds).astype(int)
         _check_folds(folds, y, k)
     with _one_blas_thread():
-        selection = _select(X, y, texts, R, has_r, folds, k, seed, grid, log)
-    selection.scheme = scheme
-    return selection
+        return _select(X, y, texts, R, has_r, folds, scheme, k, seed, grid, log)
 
 
 def _check_folds(folds: np.ndarray, y: np.ndarray, k: int) -> None:
@@ -369,6 +368,7 @@ def _select(
     R: np.ndarray | None,
     has_r: np.ndarray | None,
     folds: np.ndarray,
+    scheme: str,
     k: int,
     seed: int,
     grid: Grid,
@@ -468,6 +468,7 @@ def _select(
         grid=grid,
         seconds=time.perf_counter() - started,
         head_scores=head_scores,
+        scheme=scheme,
     )
 
 
